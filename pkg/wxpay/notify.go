@@ -1,0 +1,288 @@
+package wxpay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// WeChat Pay event types (event_type) this project routes on. Any other
+// event type is still verified and decrypted.
+const (
+	EventTransactionSuccess = "TRANSACTION.SUCCESS"
+	EventRefundSuccess      = "REFUND.SUCCESS"
+	EventRefundAbnormal     = "REFUND.ABNORMAL"
+	EventRefundClosed       = "REFUND.CLOSED"
+)
+
+// ResourceTypeEncrypted is the resource_type of notifications.
+const ResourceTypeEncrypted = "encrypt-resource"
+
+// Notification is a verified, decrypted v3 notification.
+type Notification struct {
+	ID           string            `json:"id"`
+	CreateTime   string            `json:"create_time"`
+	EventType    string            `json:"event_type"`
+	ResourceType string            `json:"resource_type"`
+	Summary      string            `json:"summary"`
+	Resource     EncryptedResource `json:"resource"`
+
+	// Plaintext is the decrypted resource: a JSON object, kept as received.
+	Plaintext json.RawMessage `json:"-"`
+	// KeyID is the Wechatpay-Serial whose key verified the notification:
+	// a platform certificate serial or a PUB_KEY_ID_.
+	KeyID string `json:"-"`
+}
+
+// EncryptedResource is the resource member of a notification.
+type EncryptedResource struct {
+	OriginalType   string `json:"original_type"`
+	Algorithm      string `json:"algorithm"`
+	Ciphertext     string `json:"ciphertext"`
+	AssociatedData string `json:"associated_data"`
+	Nonce          string `json:"nonce"`
+}
+
+// ParseNotification verifies and decrypts a v3 notification from its raw
+// body bytes (exactly as received: never re-encoded) and headers (any
+// casing). In order: the signature headers must be present
+// (ErrMissingHeader), the timestamp inside the window (ErrTimestampSkew), the
+// serial known (ErrUnknownSerial, after one rate-limited certificate refresh;
+// ErrCertificateRefresh when that refresh failed), the signature valid
+// (ErrBadSignature, and ErrSignatureProbe for WeChat's probes), the body a
+// notification (ErrMalformed), and the resource must decrypt with the APIv3
+// key (ErrDecrypt: a configuration fault on an authentic message).
+func (c *Client) ParseNotification(ctx context.Context, header http.Header, body []byte) (*Notification, error) {
+	h, err := ReadSignedHeaders(header)
+	if err != nil {
+		return nil, err
+	}
+	keyID, err := c.verifySigned(ctx, h, body)
+	if err != nil {
+		return nil, err
+	}
+	n := &Notification{KeyID: keyID}
+	if err := json.Unmarshal(body, n); err != nil {
+		return nil, fmt.Errorf("%w: notification body is not the expected JSON object", ErrMalformed)
+	}
+	if n.ID == "" || n.EventType == "" {
+		return nil, fmt.Errorf("%w: notification has no id or event_type", ErrMalformed)
+	}
+	r := &n.Resource
+	if r.Algorithm != AlgorithmAEADAES256GCM {
+		return nil, fmt.Errorf("%w: resource algorithm %q is not %s", ErrMalformed, r.Algorithm, AlgorithmAEADAES256GCM)
+	}
+	plain, err := openGCM(c.aeads, r.Nonce, r.AssociatedData, r.Ciphertext)
+	if err != nil {
+		return nil, fmt.Errorf("notification %s: %w", n.ID, err)
+	}
+	if len(plain) == 0 || plain[0] != '{' || !json.Valid(plain) {
+		return nil, fmt.Errorf("%w: notification %s: decrypted resource is not a JSON object", ErrMalformed, n.ID)
+	}
+	n.Plaintext = plain
+	return n, nil
+}
+
+// Transaction decodes the resource of a payment notification
+// (original_type transaction).
+func (n *Notification) Transaction() (*Transaction, error) {
+	var t Transaction
+	if err := json.Unmarshal(n.Plaintext, &t); err != nil {
+		return nil, fmt.Errorf("%w: notification %s: resource is not a transaction: %v", ErrMalformed, n.ID, err)
+	}
+	return &t, nil
+}
+
+// Refund decodes the resource of a refund notification (original_type
+// refund).
+func (n *Notification) Refund() (*RefundNotice, error) {
+	var r RefundNotice
+	if err := json.Unmarshal(n.Plaintext, &r); err != nil {
+		return nil, fmt.Errorf("%w: notification %s: resource is not a refund: %v", ErrMalformed, n.ID, err)
+	}
+	return &r, nil
+}
+
+// Transaction is a payment as notifications and the query-order API return
+// it. Partner fields are set in service-provider mode instead of AppID and
+// MchID.
+type Transaction struct {
+	AppID           string             `json:"appid,omitempty"`
+	MchID           string             `json:"mchid,omitempty"`
+	SpAppID         string             `json:"sp_appid,omitempty"`
+	SpMchID         string             `json:"sp_mchid,omitempty"`
+	SubAppID        string             `json:"sub_appid,omitempty"`
+	SubMchID        string             `json:"sub_mchid,omitempty"`
+	OutTradeNo      string             `json:"out_trade_no"`
+	TransactionID   string             `json:"transaction_id,omitempty"`
+	TradeType       string             `json:"trade_type,omitempty"`
+	TradeState      string             `json:"trade_state"`
+	TradeStateDesc  string             `json:"trade_state_desc,omitempty"`
+	BankType        string             `json:"bank_type,omitempty"`
+	Attach          string             `json:"attach,omitempty"`
+	SuccessTime     string             `json:"success_time,omitempty"`
+	Payer           *Payer             `json:"payer,omitempty"`
+	Amount          *TransactionAmount `json:"amount,omitempty"`
+	SceneInfo       json.RawMessage    `json:"scene_info,omitempty"`
+	PromotionDetail json.RawMessage    `json:"promotion_detail,omitempty"`
+}
+
+// Payer identifies who paid.
+type Payer struct {
+	OpenID    string `json:"openid,omitempty"`
+	SpOpenID  string `json:"sp_openid,omitempty"`
+	SubOpenID string `json:"sub_openid,omitempty"`
+}
+
+// TransactionAmount is in fen (分).
+type TransactionAmount struct {
+	Total         int64  `json:"total"`
+	PayerTotal    int64  `json:"payer_total,omitempty"`
+	Currency      string `json:"currency,omitempty"`
+	PayerCurrency string `json:"payer_currency,omitempty"`
+}
+
+// Trade states (trade_state).
+const (
+	TradeStateSuccess    = "SUCCESS"
+	TradeStateRefund     = "REFUND"
+	TradeStateNotPay     = "NOTPAY"
+	TradeStateClosed     = "CLOSED"
+	TradeStateRevoked    = "REVOKED"
+	TradeStateUserPaying = "USERPAYING"
+	TradeStatePayError   = "PAYERROR"
+)
+
+// RefundNotice is the resource of a REFUND.* notification. Note that it
+// names the state refund_status; the query-refund API calls it status.
+type RefundNotice struct {
+	MchID               string       `json:"mchid,omitempty"`
+	SpMchID             string       `json:"sp_mchid,omitempty"`
+	SubMchID            string       `json:"sub_mchid,omitempty"`
+	OutTradeNo          string       `json:"out_trade_no"`
+	TransactionID       string       `json:"transaction_id"`
+	OutRefundNo         string       `json:"out_refund_no"`
+	RefundID            string       `json:"refund_id"`
+	RefundStatus        string       `json:"refund_status"`
+	SuccessTime         string       `json:"success_time,omitempty"`
+	UserReceivedAccount string       `json:"user_received_account,omitempty"`
+	Amount              RefundAmount `json:"amount"`
+}
+
+// RefundAmount is in fen (分).
+type RefundAmount struct {
+	Total       int64  `json:"total"`
+	Refund      int64  `json:"refund"`
+	PayerTotal  int64  `json:"payer_total"`
+	PayerRefund int64  `json:"payer_refund"`
+	Currency    string `json:"currency,omitempty"`
+}
+
+// Refund states.
+const (
+	RefundStatusSuccess    = "SUCCESS"
+	RefundStatusClosed     = "CLOSED"
+	RefundStatusProcessing = "PROCESSING"
+	RefundStatusAbnormal   = "ABNORMAL"
+)
+
+// NormalizeRefundStatus maps the CLOSE spelling some documents use onto
+// CLOSED (DESIGN: both are the same state).
+func NormalizeRefundStatus(s string) string {
+	if s == "CLOSE" {
+		return RefundStatusClosed
+	}
+	return s
+}
+
+// MaxNotificationBytes is the body size NotifyHandler accepts (64 KiB).
+const MaxNotificationBytes = 64 << 10
+
+// NotificationStatus maps an error of ParseNotification (or of reading the
+// body under http.MaxBytesReader) to the HTTP status to answer WeChat with:
+// 400 malformed or missing headers, 401 bad signature, skewed timestamp or
+// unknown serial, 413 body too large, 503 when the certificate refresh
+// failed (WeChat retries), 500 on a decryption failure (a configuration
+// fault: check the APIv3 key) and anything else.
+func NotificationStatus(err error) int {
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrCertificateRefresh):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrMalformed), errors.Is(err, ErrMissingHeader):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrTimestampSkew), errors.Is(err, ErrUnknownSerial):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrUnknownMerchant):
+		return http.StatusNotFound
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// successBody satisfies both the old (200 + SUCCESS body) and the new
+// (200/204, no body needed) documentation.
+var successBody = []byte(`{"code":"SUCCESS","message":"成功"}`)
+
+// WriteNotificationAnswer writes the answer WeChat expects: 200 with
+// {"code":"SUCCESS","message":"成功"} for a nil error, otherwise the status
+// of NotificationStatus with {"code":"FAIL","message":...}.
+func WriteNotificationAnswer(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	if err == nil {
+		w.WriteHeader(http.StatusOK)
+		w.Write(successBody)
+		return
+	}
+	w.WriteHeader(NotificationStatus(err))
+	msg, _ := json.Marshal(struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{"FAIL", err.Error()})
+	w.Write(msg)
+}
+
+// NotifyHandler returns a net/http handler that does everything a
+// notification endpoint must: it reads the raw body (at most 64 KiB, never
+// re-encoded), verifies and decrypts it, calls fn, and answers WeChat. fn
+// must make the notification durable (or process it idempotently) before it
+// returns nil; an error from fn is answered 500 so that WeChat retries.
+// Mount it where no login or session middleware runs.
+func NotifyHandler(c *Client, fn func(ctx context.Context, n *Notification) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxNotificationBytes))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if !errors.As(err, &tooBig) {
+				err = fmt.Errorf("%w: reading body: %v", ErrMalformed, err)
+			}
+			WriteNotificationAnswer(w, err)
+			return
+		}
+		n, err := c.ParseNotification(r.Context(), r.Header, body)
+		if err == nil {
+			if ferr := fn(r.Context(), n); ferr != nil {
+				err = fmt.Errorf("wxpay: notification %s not accepted by the handler: %w", n.ID, ferr)
+			}
+		}
+		WriteNotificationAnswer(w, err)
+	})
+}
+
+var cstZone = time.FixedZone("CST", 8*3600)
+
+// ChinaTime is UTC+8, the zone of WeChat Pay times and bill dates.
+func ChinaTime() *time.Location { return cstZone }
