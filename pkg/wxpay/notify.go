@@ -1,6 +1,7 @@
 package wxpay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,7 +32,9 @@ type Notification struct {
 	Summary      string            `json:"summary"`
 	Resource     EncryptedResource `json:"resource"`
 
-	// Plaintext is the decrypted resource: a JSON object, kept as received.
+	// Plaintext is the decrypted resource: a JSON object, kept as received
+	// (its braces are checked; Transaction, Refund or json.Unmarshal
+	// validate the rest).
 	Plaintext json.RawMessage `json:"-"`
 	// KeyID is the Wechatpay-Serial whose key verified the notification:
 	// a platform certificate serial or a PUB_KEY_ID_.
@@ -66,7 +69,7 @@ func (c *Client) ParseNotification(ctx context.Context, header http.Header, body
 		return nil, err
 	}
 	n := &Notification{KeyID: keyID}
-	if err := json.Unmarshal(body, n); err != nil {
+	if err := decodeEnvelope(body, n); err != nil {
 		return nil, fmt.Errorf("%w: notification body is not the expected JSON object", ErrMalformed)
 	}
 	if n.ID == "" || n.EventType == "" {
@@ -80,11 +83,19 @@ func (c *Client) ParseNotification(ctx context.Context, header http.Header, body
 	if err != nil {
 		return nil, fmt.Errorf("notification %s: %w", n.ID, err)
 	}
-	if len(plain) == 0 || plain[0] != '{' || !json.Valid(plain) {
+	// The plaintext is authenticated twice over (signature and GCM tag), so
+	// only its shape is checked here; the typed decoders (and any
+	// json.Marshal of it as a json.RawMessage) validate it fully.
+	if !looksLikeObject(plain) {
 		return nil, fmt.Errorf("%w: notification %s: decrypted resource is not a JSON object", ErrMalformed, n.ID)
 	}
 	n.Plaintext = plain
 	return n, nil
+}
+
+func looksLikeObject(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) >= 2 && b[0] == '{' && b[len(b)-1] == '}'
 }
 
 // Transaction decodes the resource of a payment notification
