@@ -741,3 +741,70 @@ func TestIsRetryable(t *testing.T) {
 		t.Fatal("old spelling ORDERNOTEXIST does not match ErrOrderNotExist")
 	}
 }
+
+func TestRunCertificateRefresh(t *testing.T) {
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{})
+	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
+	c := newClient(t, srv, m, func(cfg *wxpay.Config) {
+		cfg.CertificateRefreshInterval = 10 * time.Millisecond
+		cfg.MinRefreshInterval = 5 * time.Millisecond
+	})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	var mu sync.Mutex
+	var errs []error
+	go func() {
+		defer close(done)
+		c.RunCertificateRefresh(rctx, func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() })
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Requests("GET /v3/certificates") < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := srv.Requests("GET /v3/certificates"); got < 3 {
+		t.Fatalf("periodic refreshes: got %d, want at least 3", got)
+	}
+	srv.SetCertificatesAnswer(500, "SYSTEM_ERROR", "系统繁忙")
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		n := len(errs)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) == 0 {
+		t.Fatal("a failing refresh was not reported")
+	}
+	// Certificates already held survive a failed refresh.
+	if len(c.KeyIDs()) != 1 {
+		t.Fatalf("keys after failed refresh: %v", c.KeyIDs())
+	}
+}
+
+func TestPartnerTransaction(t *testing.T) {
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
+	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
+	c := newClient(t, srv, m, func(cfg *wxpay.Config) { cfg.PartnerMode = true })
+	if !c.PartnerMode() {
+		t.Fatal("PartnerMode not kept")
+	}
+	res := `{"sp_appid":"wx8888888888888888","sp_mchid":"` + m.MchID + `","sub_appid":"wxd678efh567hg6999","sub_mchid":"1900000109","out_trade_no":"T9","transaction_id":"4200000215201811190261405421","trade_type":"JSAPI","trade_state":"SUCCESS","payer":{"sp_openid":"oUpF8uN95-Ptaags6E_roPHg7AG0","sub_openid":"oUpF8uN95-Ptaags6E_roPHg7AG1"},"amount":{"total":1,"payer_total":1,"currency":"CNY"}}`
+	n, _ := srv.NewNotification(m, wxpay.EventTransactionSuccess, res, wxpaytest.NotificationOptions{})
+	got, err := c.ParseNotification(ctx, n.Header, n.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := got.Transaction()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tx.SpMchID != m.MchID || tx.SubMchID != "1900000109" || tx.Payer.SubOpenID == "" || tx.MchID != "" {
+		t.Fatalf("partner transaction: %+v", tx)
+	}
+}
