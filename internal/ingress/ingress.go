@@ -1,0 +1,357 @@
+// Package ingress is the public notification endpoint: it verifies and
+// decrypts WeChat Pay notifications (v3 JSON and legacy v2 XML), publishes
+// each as one envelope to JetStream, and answers WeChat success only after
+// the publish was acknowledged. Everything it cannot make durable is
+// answered with a failure status, so WeChat sends it again.
+package ingress
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
+)
+
+// Defaults of Config.
+const (
+	DefaultPublishTimeout = 2 * time.Second
+	DefaultAnswerDeadline = 2500 * time.Millisecond
+	DefaultMaxBodyBytes   = 64 << 10
+)
+
+// Merchant is one merchant the ingress accepts notifications for.
+type Merchant struct {
+	MchID  string
+	Client *wxpay.Client
+	// APIv2Key verifies legacy v2 XML notifications; empty when the
+	// merchant has none (v2 notifications are then answered 500 and logged
+	// as a configuration fault).
+	APIv2Key string
+}
+
+// Publisher makes an envelope durable; *events.Publisher is one.
+type Publisher interface {
+	Publish(ctx context.Context, env events.Envelope) (events.Published, error)
+}
+
+// Config holds the optional settings; the zero value works.
+type Config struct {
+	// PublishTimeout bounds the wait for the JetStream acknowledgement.
+	// Default DefaultPublishTimeout.
+	PublishTimeout time.Duration
+	// AnswerDeadline bounds all work on one notification, a certificate
+	// refresh included, so the answer stays inside WeChat's limit (3 s by
+	// one official article). Default DefaultAnswerDeadline.
+	AnswerDeadline time.Duration
+	// MaxBodyBytes defaults to 64 KiB.
+	MaxBodyBytes int64
+	// Logger receives one line per request; default none.
+	Logger zerolog.Logger
+	// Registerer receives the metrics; default a private registry.
+	Registerer prometheus.Registerer
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Handler serves POST /notify/{mchid} and, with exactly one merchant,
+// POST /notify.
+type Handler struct {
+	mux       *http.ServeMux
+	merchants map[string]*Merchant
+	only      *Merchant // set when exactly one merchant is configured
+	pub       Publisher
+	cfg       Config
+	log       zerolog.Logger
+	metrics   *Metrics
+}
+
+// NewHandler builds the notification endpoint.
+func NewHandler(merchants []Merchant, pub Publisher, cfg Config) (*Handler, error) {
+	if len(merchants) == 0 {
+		return nil, errors.New("ingress: no merchant configured")
+	}
+	if pub == nil {
+		return nil, errors.New("ingress: no publisher")
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = DefaultPublishTimeout
+	}
+	if cfg.AnswerDeadline <= 0 {
+		cfg.AnswerDeadline = DefaultAnswerDeadline
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	h := &Handler{
+		mux:       http.NewServeMux(),
+		merchants: make(map[string]*Merchant, len(merchants)),
+		pub:       pub,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   NewMetrics(cfg.Registerer),
+	}
+	for i := range merchants {
+		m := &merchants[i]
+		if m.MchID == "" || m.Client == nil {
+			return nil, fmt.Errorf("ingress: merchant #%d has no mchid or client", i+1)
+		}
+		if _, dup := h.merchants[m.MchID]; dup {
+			return nil, fmt.Errorf("ingress: merchant %s configured twice", m.MchID)
+		}
+		h.merchants[m.MchID] = m
+	}
+	if len(merchants) == 1 {
+		h.only = &merchants[0]
+	}
+	h.mux.HandleFunc("POST /notify/{mchid}", h.serveNotify)
+	h.mux.HandleFunc("POST /notify", h.serveNotify)
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// result is what one request came to, for the answer, the log and metrics.
+type result struct {
+	status    int
+	outcome   string
+	message   string
+	err       error
+	format    string // v3 or v2
+	mchid     string
+	eventID   string
+	eventType string
+	dedupeKey string
+	keyID     string
+	duplicate bool
+	seq       uint64
+}
+
+var errUnknownMerchant = wxpay.ErrUnknownMerchant
+
+func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
+	start := h.cfg.Now()
+	h.metrics.inFlight.Inc()
+	defer h.metrics.inFlight.Dec()
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.AnswerDeadline)
+	defer cancel()
+
+	res := h.handle(ctx, w, r)
+
+	if res.format == "v2" {
+		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+		w.WriteHeader(res.status)
+		w.Write(wxpay.V2Answer(res.status == http.StatusOK, res.message))
+	} else {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(res.status)
+		if res.status == http.StatusOK {
+			w.Write([]byte(`{"code":"SUCCESS","message":"成功"}`))
+		} else {
+			b, _ := json.Marshal(struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			}{"FAIL", res.message})
+			w.Write(b)
+		}
+	}
+	eventType := res.eventType
+	if eventType == "" {
+		eventType = "unknown"
+	}
+	h.metrics.requests.WithLabelValues(res.outcome, eventType, res.format).Inc()
+	h.logResult(r, res, h.cfg.Now().Sub(start))
+}
+
+func (h *Handler) handle(ctx context.Context, w http.ResponseWriter, r *http.Request) result {
+	res := result{format: "v3", mchid: r.PathValue("mchid")}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if isV2(body) {
+		res.format = "v2" // answered in the v2 XML form from here on
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return res.fail(http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", h.cfg.MaxBodyBytes))
+		}
+		return res.fail(http.StatusBadRequest, "malformed", fmt.Errorf("%w: reading the body: %v", wxpay.ErrMalformed, err))
+	}
+	var m *Merchant
+	if res.mchid == "" {
+		m = h.only
+		if m == nil {
+			return res.fail(http.StatusNotFound, "unknown_merchant", fmt.Errorf("%w: several merchants are configured: post to /notify/{mchid}", errUnknownMerchant))
+		}
+		res.mchid = m.MchID
+	} else if m = h.merchants[res.mchid]; m == nil {
+		return res.fail(http.StatusNotFound, "unknown_merchant", fmt.Errorf("%w: mchid %s is not configured here", errUnknownMerchant, res.mchid))
+	}
+	var env events.Envelope
+	if res.format == "v2" {
+		env, err = h.parseV2(ctx, m, body, &res)
+	} else {
+		env, err = h.parseV3(ctx, m, r.Header, body, &res)
+	}
+	if err != nil {
+		return res.failErr(err)
+	}
+	res.dedupeKey = env.DedupeKey
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+	defer cancel()
+	pstart := h.cfg.Now()
+	p, err := h.pub.Publish(pctx, env)
+	h.metrics.observe(h.metrics.publish, pstart, h.cfg.Now())
+	if err != nil {
+		return res.fail(http.StatusServiceUnavailable, "publish_failed", fmt.Errorf("event not stored, answer WeChat to retry (check NATS JetStream and stream %s): %w", events.StreamName, err))
+	}
+	res.status, res.outcome, res.message, res.duplicate, res.seq = http.StatusOK, "ok", "OK", p.Duplicate, p.Sequence
+	if p.Duplicate {
+		res.outcome = "duplicate"
+	}
+	return res
+}
+
+func (h *Handler) parseV3(ctx context.Context, m *Merchant, header http.Header, body []byte, res *result) (events.Envelope, error) {
+	vstart := h.cfg.Now()
+	n, err := m.Client.ParseNotification(ctx, header, body)
+	h.metrics.observe(h.metrics.verify, vstart, h.cfg.Now())
+	res.keyID = header.Get(wxpay.HeaderSerial)
+	if err != nil {
+		if errors.Is(err, wxpay.ErrSignatureProbe) {
+			h.metrics.probes.WithLabelValues(m.MchID).Inc()
+		}
+		return events.Envelope{}, err
+	}
+	res.eventID, res.eventType, res.keyID = n.ID, n.EventType, n.KeyID
+	kind := "certificate"
+	if wxpay.IsPublicKeyID(n.KeyID) {
+		kind = "public_key"
+	}
+	h.metrics.verifiedBy.WithLabelValues(m.MchID, kind, n.KeyID).Inc()
+	return events.FromNotification(m.MchID, n, h.cfg.Now())
+}
+
+func (h *Handler) parseV2(_ context.Context, m *Merchant, body []byte, res *result) (events.Envelope, error) {
+	if m.APIv2Key == "" {
+		return events.Envelope{}, fmt.Errorf("%w: a v2 XML notification arrived but no API v2 key is configured for merchant %s (set WXPAY_APIV2_KEY)", wxpay.ErrInvalidConfig, m.MchID)
+	}
+	vstart := h.cfg.Now()
+	v, err := wxpay.ParseV2Notification(body, m.APIv2Key)
+	h.metrics.observe(h.metrics.verify, vstart, h.cfg.Now())
+	if err != nil {
+		return events.Envelope{}, err
+	}
+	if got := v.MchID(); got != m.MchID {
+		return events.Envelope{}, fmt.Errorf("%w: v2 mch_id %s does not match the merchant %s of this endpoint", wxpay.ErrMalformed, got, m.MchID)
+	}
+	env, err := events.FromV2(m.MchID, v, h.cfg.Now())
+	if err != nil {
+		return env, err
+	}
+	res.eventType = env.EventType
+	h.metrics.verifiedBy.WithLabelValues(m.MchID, "apiv2_key", "").Inc()
+	return env, nil
+}
+
+// isV2 tells a legacy XML notification from v3 JSON.
+func isV2(body []byte) bool {
+	return bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n\ufeff"), []byte("<xml>"))
+}
+
+func (res result) fail(status int, outcome string, err error) result {
+	res.status, res.outcome, res.err, res.message = status, outcome, err, err.Error()
+	return res
+}
+
+// failErr classifies an error of verification, decryption or mapping.
+func (res result) failErr(err error) result {
+	status := wxpay.NotificationStatus(err)
+	outcome := "malformed"
+	switch {
+	case errors.Is(err, wxpay.ErrInvalidConfig):
+		status, outcome = http.StatusInternalServerError, "config_error"
+	case errors.Is(err, wxpay.ErrSignatureProbe):
+		outcome = "signature_probe"
+	case errors.Is(err, wxpay.ErrBadSignature):
+		outcome = "bad_signature"
+	case errors.Is(err, wxpay.ErrTimestampSkew):
+		outcome = "stale_timestamp"
+	case errors.Is(err, wxpay.ErrCertificateRefresh):
+		outcome = "cert_refresh_failed"
+	case errors.Is(err, wxpay.ErrUnknownSerial):
+		outcome = "unknown_serial"
+	case errors.Is(err, wxpay.ErrDecrypt):
+		outcome = "decrypt_failed"
+	case errors.Is(err, wxpay.ErrMissingHeader):
+		outcome = "missing_header"
+	case errors.Is(err, wxpay.ErrMalformed), errors.Is(err, events.ErrMalformedEnvelope):
+		status, outcome = http.StatusBadRequest, "malformed"
+	default:
+		outcome = "internal_error"
+	}
+	return res.fail(status, outcome, err)
+}
+
+func (h *Handler) logResult(r *http.Request, res result, d time.Duration) {
+	var ev *zerolog.Event
+	switch {
+	case res.status == http.StatusOK:
+		ev = h.log.Info()
+	case res.outcome == "decrypt_failed":
+		ev = h.log.Error().Str("check", "the APIv3 key configured for this merchant: the notification is authentic but does not decrypt")
+	case res.outcome == "config_error", res.outcome == "publish_failed", res.outcome == "internal_error":
+		ev = h.log.Error()
+	case res.outcome == "cert_refresh_failed":
+		ev = h.log.Error().Str("check", "outbound HTTPS to the WeChat Pay API and the merchant key/serial")
+	case res.outcome == "stale_timestamp":
+		ev = h.log.Warn().Str("check", "this server's clock (NTP)")
+	default:
+		ev = h.log.Warn()
+	}
+	ev.Str("event_id", res.eventID).
+		Str("mchid", res.mchid).
+		Str("event_type", res.eventType).
+		Str("format", res.format).
+		Str("outcome", res.outcome).
+		Int("http_status", res.status).
+		Str("wechatpay_serial", res.keyID).
+		Str("request_id", r.Header.Get(wxpay.HeaderRequestID)).
+		Float64("duration", float64(d.Microseconds())/1000)
+	if res.dedupeKey != "" {
+		ev.Str("dedupe_key", res.dedupeKey)
+	}
+	if res.seq != 0 {
+		ev.Uint64("stream_seq", res.seq)
+	}
+	if res.err != nil {
+		ev.Err(res.err)
+	}
+	ev.Msg("notification")
+}
+
+// MerchantIDs lists the configured merchants, sorted.
+func (h *Handler) MerchantIDs() []string {
+	out := make([]string, 0, len(h.merchants))
+	for id := range h.merchants {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}

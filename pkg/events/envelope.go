@@ -1,0 +1,529 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
+)
+
+// ErrMalformedEnvelope is wrapped by every error that says an envelope
+// (or the merchant id it is built for) breaks the contract of DESIGN's
+// "Events on JetStream": a missing dedupe_key, a merchant id that is not a
+// subject token, an unknown source, a resource that is not a JSON object.
+// It is a permanent fault: publishing or handling the same envelope again
+// fails the same way.
+var ErrMalformedEnvelope = errors.New("events: malformed envelope")
+
+// The sources of an envelope (its source field).
+const (
+	// SourceCallback: a verified v3 JSON notification.
+	SourceCallback = "callback"
+	// SourceCallbackV2: a verified v2 XML notification (pay result, or a
+	// refund with req_info). Only these envelopes carry the v2 field, and
+	// their id is empty.
+	SourceCallbackV2 = "callback-v2"
+	// SourceReconciler: a state the reconciler found by querying WeChat.
+	SourceReconciler = "reconciler"
+)
+
+// Resource types and original types this package writes.
+const (
+	// ResourceTypeV2XML is the resource_type of an envelope mapped from a
+	// v2 XML notification (v3 notifications say "encrypt-resource",
+	// wxpay.ResourceTypeEncrypted). The resource itself is v3-shaped; the
+	// fields as received are in the envelope's v2 field.
+	ResourceTypeV2XML = "v2-xml"
+	// OriginalTypeTransaction is the original_type of a payment resource.
+	OriginalTypeTransaction = "transaction"
+	// OriginalTypeRefund is the original_type of a refund resource.
+	OriginalTypeRefund = "refund"
+)
+
+// Envelope is the one JSON message body of every event on the WXPAY
+// stream, with exactly DESIGN's fields. Build it with FromNotification or
+// FromV2 (ingress) or by hand with the key builders (reconciler, business
+// systems), and check it with Validate.
+type Envelope struct {
+	// ID is WeChat's notification id, "rc-…" for reconciler events, and
+	// empty for v2 notifications (which have none).
+	ID string `json:"id"`
+	// DedupeKey is the business identity and state of the event, built only
+	// by TransactionKey, RefundKey, OrderKey and EventKey. It is also the
+	// Nats-Msg-Id header of the message.
+	DedupeKey string `json:"dedupe_key"`
+	// EventType is WeChat's event type (TRANSACTION.SUCCESS) or one of the
+	// project's own (EventTransactionClosed, EventBillReady, ...).
+	EventType string `json:"event_type"`
+	// MchID is the merchant (the service provider in partner mode): the
+	// merchant whose keys verified the notification.
+	MchID string `json:"mchid"`
+	// Source is SourceCallback, SourceCallbackV2 or SourceReconciler.
+	Source string `json:"source"`
+	// CreateTime is WeChat's create_time, as received. v2 notifications have
+	// none; for them it is ReceivedAt in China time, RFC 3339.
+	CreateTime string `json:"create_time"`
+	// ReceivedAt is when we received (or, for the reconciler, found) the
+	// event; it is encoded in RFC 3339.
+	ReceivedAt time.Time `json:"received_at"`
+	// Summary is WeChat's summary (支付成功, 退款成功, ...).
+	Summary string `json:"summary"`
+	// ResourceType is WeChat's resource_type ("encrypt-resource"), or
+	// ResourceTypeV2XML for v2 notifications.
+	ResourceType string `json:"resource_type"`
+	// OriginalType is WeChat's resource.original_type ("transaction",
+	// "refund").
+	OriginalType string `json:"original_type"`
+	// Resource is the decrypted resource: a JSON object in the v3
+	// notification's shape (wxpay.Transaction, wxpay.RefundNotice), also for
+	// v2 notifications and reconciler findings.
+	Resource json.RawMessage `json:"resource"`
+	// V2 holds the fields of a v2 notification as received (for a refund:
+	// the outer fields merged with the decrypted req_info, without
+	// req_info). It is set only for SourceCallbackV2.
+	V2 map[string]string `json:"v2,omitempty"`
+}
+
+// TransactionKey returns the dedupe key of a payment that happened:
+// transaction:<transaction_id>:SUCCESS. It is the same when a query says
+// REFUND (the payment happened, and was refunded later).
+func TransactionKey(transactionID string) string {
+	return "transaction:" + transactionID + ":" + wxpay.TradeStateSuccess
+}
+
+// RefundKey returns the dedupe key of a refund state:
+// refund:<refund_id>:<STATUS>. The status is upper-cased and CLOSE is
+// normalised to CLOSED (wxpay.NormalizeRefundStatus), so v3 notices, v2
+// notices (after mapping CHANGE and REFUNDCLOSE) and query results agree.
+func RefundKey(refundID, status string) string {
+	return "refund:" + refundID + ":" + wxpay.NormalizeRefundStatus(strings.ToUpper(status))
+}
+
+// OrderKey returns the dedupe key of the end of an unpaid order:
+// order:<mchid>:<out_trade_no>:<STATE>, with STATE upper-cased (CLOSED,
+// REVOKED, PAYERROR).
+func OrderKey(mchid, outTradeNo, state string) string {
+	return "order:" + mchid + ":" + outTradeNo + ":" + strings.ToUpper(state)
+}
+
+// EventKey returns the dedupe key of an event that has no business key:
+// event:<id>, where id is WeChat's notification id or the reconciler's
+// "rc-…" id.
+func EventKey(id string) string {
+	return "event:" + id
+}
+
+// resourceIdentity is the part of a v3 resource the dedupe key needs.
+type resourceIdentity struct {
+	TransactionID string `json:"transaction_id"`
+	TradeState    string `json:"trade_state"`
+	RefundID      string `json:"refund_id"`
+	RefundStatus  string `json:"refund_status"`
+}
+
+// FromNotification builds the envelope of a verified, decrypted v3
+// notification for merchant mchid (source SourceCallback).
+//
+// The dedupe key is TransactionKey for a payment resource (event type
+// TRANSACTION.* or original_type transaction) whose trade_state is SUCCESS
+// or REFUND, RefundKey(refund_id, refund_status) for a refund resource
+// (event type REFUND.* or original_type refund), and EventKey(id) for
+// anything else, including a payment or refund resource that lacks its
+// identity fields. The resource is kept as decrypted.
+//
+// An invalid mchid wraps ErrMalformedEnvelope; a notification without id
+// or event type, or whose resource is not a JSON object, wraps
+// wxpay.ErrMalformed.
+func FromNotification(mchid string, n *wxpay.Notification, receivedAt time.Time) (Envelope, error) {
+	if !ValidMchID(mchid) {
+		return Envelope{}, fmt.Errorf("%w: merchant id %q is not a valid subject token", ErrMalformedEnvelope, mchid)
+	}
+	if n == nil {
+		return Envelope{}, fmt.Errorf("%w: no notification", wxpay.ErrMalformed)
+	}
+	if n.ID == "" || n.EventType == "" {
+		return Envelope{}, fmt.Errorf("%w: notification has no id or event_type", wxpay.ErrMalformed)
+	}
+	if !validEventType(n.EventType) {
+		return Envelope{}, fmt.Errorf("%w: notification %s: event_type %q cannot be a subject", wxpay.ErrMalformed, n.ID, n.EventType)
+	}
+	if !isJSONObject(n.Plaintext) {
+		return Envelope{}, fmt.Errorf("%w: notification %s: resource is not a JSON object", wxpay.ErrMalformed, n.ID)
+	}
+	var idn resourceIdentity
+	if err := json.Unmarshal(n.Plaintext, &idn); err != nil {
+		// A field of the wrong type (a number for refund_id, say): no
+		// business key can be trusted, so dedupe on the notification id.
+		idn = resourceIdentity{}
+	}
+	return Envelope{
+		ID:           n.ID,
+		DedupeKey:    notificationKey(n, idn),
+		EventType:    n.EventType,
+		MchID:        mchid,
+		Source:       SourceCallback,
+		CreateTime:   n.CreateTime,
+		ReceivedAt:   receivedAt,
+		Summary:      n.Summary,
+		ResourceType: n.ResourceType,
+		OriginalType: n.Resource.OriginalType,
+		Resource:     n.Plaintext,
+	}, nil
+}
+
+// notificationKey picks the dedupe key of a v3 notification.
+func notificationKey(n *wxpay.Notification, idn resourceIdentity) string {
+	eventType := strings.ToUpper(n.EventType)
+	switch {
+	case strings.HasPrefix(eventType, "REFUND."), n.Resource.OriginalType == OriginalTypeRefund:
+		if idn.RefundID != "" && idn.RefundStatus != "" {
+			return RefundKey(idn.RefundID, idn.RefundStatus)
+		}
+	case strings.HasPrefix(eventType, "TRANSACTION."), n.Resource.OriginalType == OriginalTypeTransaction:
+		paid := idn.TradeState == wxpay.TradeStateSuccess || idn.TradeState == wxpay.TradeStateRefund
+		if paid && idn.TransactionID != "" {
+			return TransactionKey(idn.TransactionID)
+		}
+	}
+	return EventKey(n.ID)
+}
+
+// Summaries of envelopes mapped from v2 notifications (v3 notifications
+// carry WeChat's own summary).
+const (
+	summaryPaid           = "支付成功"
+	summaryRefundSuccess  = "退款成功"
+	summaryRefundAbnormal = "退款异常"
+	summaryRefundClosed   = "退款关闭"
+)
+
+// FromV2 maps a verified v2 XML notification for merchant mchid onto the
+// envelope v3 handlers already understand (source SourceCallbackV2, id
+// empty, resource_type ResourceTypeV2XML, create_time = receivedAt in China
+// time, since v2 notifications carry no creation time). The dedupe key is
+// the one the v3 form of the same event gets.
+//
+// A pay result becomes TRANSACTION.SUCCESS with a wxpay.Transaction
+// resource: mchid, appid, out_trade_no, transaction_id, trade_type,
+// trade_state SUCCESS, bank_type, attach, success_time (time_end in RFC
+// 3339, +08:00), amount{total = total_fee, payer_total = cash_fee (total_fee
+// when absent), currency = fee_type (default CNY), payer_currency =
+// cash_fee_type (default CNY)} and payer{openid}. In partner mode
+// (sub_mch_id present) it also has sp_mchid = mch_id, sub_mchid,
+// sp_appid = appid, sub_appid and payer{sp_openid = openid, sub_openid}.
+//
+// A refund becomes REFUND.SUCCESS, REFUND.ABNORMAL (v2 CHANGE) or
+// REFUND.CLOSED (v2 REFUNDCLOSE) with a wxpay.RefundNotice resource:
+// mchid, out_trade_no, transaction_id, out_refund_no, refund_id,
+// refund_status (SUCCESS, ABNORMAL, CLOSED), success_time (RFC 3339, when
+// given), user_received_account = refund_recv_accout and
+// amount{total = total_fee, refund = refund_fee, payer_total, payer_refund}.
+// v2 does not report the payer's share of a refund; payer_total is
+// settlement_total_fee (total minus non-recharge coupons), else cash_fee,
+// else total_fee, and payer_refund is settlement_refund_fee, else
+// cash_refund_fee, else refund_fee. In partner mode it also has sp_mchid
+// and sub_mchid. Decrypted req_info fields win over outer fields of the same
+// name, because only req_info is authenticated.
+//
+// Errors: an invalid mchid wraps ErrMalformedEnvelope; a missing identity
+// field (transaction_id; refund_id, refund_status), an unknown refund
+// status, an amount that is not a non-negative integer or a time in the
+// wrong form wraps wxpay.ErrMalformed.
+func FromV2(mchid string, v *wxpay.V2Notification, receivedAt time.Time) (Envelope, error) {
+	if !ValidMchID(mchid) {
+		return Envelope{}, fmt.Errorf("%w: merchant id %q is not a valid subject token", ErrMalformedEnvelope, mchid)
+	}
+	if v == nil {
+		return Envelope{}, fmt.Errorf("%w: no v2 notification", wxpay.ErrMalformed)
+	}
+	env := Envelope{
+		MchID:        mchid,
+		Source:       SourceCallbackV2,
+		CreateTime:   receivedAt.In(wxpay.ChinaTime()).Format(time.RFC3339),
+		ReceivedAt:   receivedAt,
+		ResourceType: ResourceTypeV2XML,
+	}
+	var (
+		resource any
+		err      error
+	)
+	switch v.Kind {
+	case wxpay.V2KindPay:
+		env.V2 = cloneFields(v.Fields, nil)
+		var t *wxpay.Transaction
+		t, err = v2Transaction(mchid, env.V2)
+		if err == nil {
+			resource = t
+			env.DedupeKey = TransactionKey(t.TransactionID)
+			env.EventType = wxpay.EventTransactionSuccess
+			env.Summary = summaryPaid
+			env.OriginalType = OriginalTypeTransaction
+		}
+	case wxpay.V2KindRefund:
+		env.V2 = cloneFields(v.Fields, v.Refund)
+		delete(env.V2, "req_info")
+		var r *wxpay.RefundNotice
+		r, err = v2Refund(mchid, env.V2)
+		if err == nil {
+			resource = r
+			env.DedupeKey = RefundKey(r.RefundID, r.RefundStatus)
+			env.OriginalType = OriginalTypeRefund
+			switch r.RefundStatus {
+			case wxpay.RefundStatusSuccess:
+				env.EventType, env.Summary = wxpay.EventRefundSuccess, summaryRefundSuccess
+			case wxpay.RefundStatusAbnormal:
+				env.EventType, env.Summary = wxpay.EventRefundAbnormal, summaryRefundAbnormal
+			default:
+				env.EventType, env.Summary = wxpay.EventRefundClosed, summaryRefundClosed
+			}
+		}
+	default:
+		err = fmt.Errorf("%w: unknown v2 notification kind %q", wxpay.ErrMalformed, v.Kind)
+	}
+	if err != nil {
+		return Envelope{}, err
+	}
+	if env.Resource, err = marshalJSON(resource); err != nil {
+		return Envelope{}, fmt.Errorf("%w: encoding the v2 resource: %v", wxpay.ErrMalformed, err)
+	}
+	return env, nil
+}
+
+// cloneFields copies outer, then inner over it, into a new map.
+func cloneFields(outer, inner map[string]string) map[string]string {
+	m := make(map[string]string, len(outer)+len(inner))
+	for k, v := range outer {
+		m[k] = v
+	}
+	for k, v := range inner {
+		m[k] = v
+	}
+	return m
+}
+
+// v2Transaction maps the fields of a v2 pay result onto a v3 transaction.
+func v2Transaction(mchid string, f map[string]string) (*wxpay.Transaction, error) {
+	if f["transaction_id"] == "" {
+		return nil, fmt.Errorf("%w: v2 pay notification has no transaction_id", wxpay.ErrMalformed)
+	}
+	total, err := v2Amount(f, "total_fee")
+	if err != nil {
+		return nil, err
+	}
+	payerTotal, err := v2AmountOr(f, total, "cash_fee")
+	if err != nil {
+		return nil, err
+	}
+	t := &wxpay.Transaction{
+		AppID:          f["appid"],
+		MchID:          orDefault(f["mch_id"], mchid),
+		OutTradeNo:     f["out_trade_no"],
+		TransactionID:  f["transaction_id"],
+		TradeType:      f["trade_type"],
+		TradeState:     wxpay.TradeStateSuccess,
+		TradeStateDesc: summaryPaid,
+		BankType:       f["bank_type"],
+		Attach:         f["attach"],
+		Amount: &wxpay.TransactionAmount{
+			Total:         total,
+			PayerTotal:    payerTotal,
+			Currency:      orDefault(f["fee_type"], "CNY"),
+			PayerCurrency: orDefault(f["cash_fee_type"], "CNY"),
+		},
+		Payer: &wxpay.Payer{OpenID: f["openid"]},
+	}
+	if s := f["time_end"]; s != "" {
+		at, err := wxpay.V2TimeEnd(s)
+		if err != nil {
+			return nil, err
+		}
+		t.SuccessTime = at.In(wxpay.ChinaTime()).Format(time.RFC3339)
+	}
+	if f["sub_mch_id"] != "" {
+		t.SpMchID = t.MchID
+		t.SubMchID = f["sub_mch_id"]
+		t.SpAppID = t.AppID
+		t.SubAppID = f["sub_appid"]
+		t.Payer.SpOpenID = f["openid"]
+		t.Payer.SubOpenID = f["sub_openid"]
+	}
+	return t, nil
+}
+
+// v2RefundStatus maps a v2 refund_status onto the v3 one. v3 spellings
+// are accepted as themselves.
+func v2RefundStatus(s string) (string, bool) {
+	switch s {
+	case "SUCCESS":
+		return wxpay.RefundStatusSuccess, true
+	case "CHANGE", "ABNORMAL":
+		return wxpay.RefundStatusAbnormal, true
+	case "REFUNDCLOSE", "CLOSE", "CLOSED":
+		return wxpay.RefundStatusClosed, true
+	}
+	return "", false
+}
+
+// v2Refund maps the (merged) fields of a v2 refund notification onto a v3
+// refund notice.
+func v2Refund(mchid string, f map[string]string) (*wxpay.RefundNotice, error) {
+	if f["refund_id"] == "" {
+		return nil, fmt.Errorf("%w: v2 refund notification has no refund_id", wxpay.ErrMalformed)
+	}
+	status, ok := v2RefundStatus(f["refund_status"])
+	if !ok {
+		return nil, fmt.Errorf("%w: v2 refund_status %q is not SUCCESS, CHANGE or REFUNDCLOSE", wxpay.ErrMalformed, f["refund_status"])
+	}
+	total, err := v2Amount(f, "total_fee")
+	if err != nil {
+		return nil, err
+	}
+	refund, err := v2Amount(f, "refund_fee")
+	if err != nil {
+		return nil, err
+	}
+	payerTotal, err := v2AmountOr(f, total, "settlement_total_fee", "cash_fee")
+	if err != nil {
+		return nil, err
+	}
+	payerRefund, err := v2AmountOr(f, refund, "settlement_refund_fee", "cash_refund_fee")
+	if err != nil {
+		return nil, err
+	}
+	r := &wxpay.RefundNotice{
+		MchID:               orDefault(f["mch_id"], mchid),
+		OutTradeNo:          f["out_trade_no"],
+		TransactionID:       f["transaction_id"],
+		OutRefundNo:         f["out_refund_no"],
+		RefundID:            f["refund_id"],
+		RefundStatus:        status,
+		UserReceivedAccount: f["refund_recv_accout"],
+		Amount: wxpay.RefundAmount{
+			Total:       total,
+			Refund:      refund,
+			PayerTotal:  payerTotal,
+			PayerRefund: payerRefund,
+		},
+	}
+	if s := f["success_time"]; s != "" {
+		at, err := wxpay.V2RefundSuccessTime(s)
+		if err != nil {
+			return nil, err
+		}
+		r.SuccessTime = at.In(wxpay.ChinaTime()).Format(time.RFC3339)
+	}
+	if f["sub_mch_id"] != "" {
+		r.SpMchID = r.MchID
+		r.SubMchID = f["sub_mch_id"]
+	}
+	return r, nil
+}
+
+// v2Amount parses the required amount field name (fen, a non-negative
+// integer).
+func v2Amount(f map[string]string, name string) (int64, error) {
+	s, ok := f[name]
+	if !ok || s == "" {
+		return 0, fmt.Errorf("%w: v2 notification has no %s", wxpay.ErrMalformed, name)
+	}
+	return parseFen(name, s)
+}
+
+// v2AmountOr parses the first of names that is present, or returns def.
+func v2AmountOr(f map[string]string, def int64, names ...string) (int64, error) {
+	for _, name := range names {
+		if s := f[name]; s != "" {
+			return parseFen(name, s)
+		}
+	}
+	return def, nil
+}
+
+// parseFen parses an amount in fen: decimal digits only.
+func parseFen(name, s string) (int64, error) {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("%w: v2 %s is not a non-negative integer amount in fen", wxpay.ErrMalformed, name)
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: v2 %s is out of range", wxpay.ErrMalformed, name)
+	}
+	return n, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Validate checks that e keeps the envelope contract, so that consumers
+// can rely on it: an id (or, for SourceCallbackV2, the v2 fields and no
+// id), a dedupe_key without control characters, an event_type and mchid
+// that make a valid subject, a known source, and a resource that is a JSON
+// object. Every error wraps ErrMalformedEnvelope.
+func (e Envelope) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrMalformedEnvelope}, args...)...)
+	}
+	switch e.Source {
+	case SourceCallbackV2:
+		if len(e.V2) == 0 {
+			return bad("source %s without v2 fields", e.Source)
+		}
+	case SourceCallback, SourceReconciler:
+		if e.ID == "" {
+			return bad("no id")
+		}
+		if e.V2 != nil {
+			return bad("v2 fields on a %s envelope", e.Source)
+		}
+	case "":
+		return bad("no source")
+	default:
+		return bad("unknown source %q", e.Source)
+	}
+	if e.DedupeKey == "" {
+		return bad("no dedupe_key")
+	}
+	if strings.ContainsFunc(e.DedupeKey, unicode.IsControl) {
+		return bad("dedupe_key contains control characters")
+	}
+	if !ValidMchID(e.MchID) {
+		return bad("mchid %q is not a valid subject token", e.MchID)
+	}
+	if !validEventType(e.EventType) {
+		return bad("event_type %q is not a valid subject suffix", e.EventType)
+	}
+	if !isJSONObject(e.Resource) {
+		return bad("resource is not a JSON object")
+	}
+	return nil
+}
+
+// isJSONObject reports whether b is one valid JSON object.
+func isJSONObject(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && b[0] == '{' && json.Valid(b)
+}
+
+// marshalJSON encodes v without escaping <, > and & (attach and product
+// descriptions stay readable), and without the Encoder's newline.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
