@@ -1,0 +1,232 @@
+// Command ingress is the public WeChat Pay notification endpoint: it
+// verifies and decrypts each notification and publishes it to NATS
+// JetStream, answering WeChat success only once the event is durable.
+//
+// Usage: ingress [flags]; every flag also reads an environment variable
+// (see --help). The admin listener serves /healthz, /readyz and /metrics.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/wxpay-notify/wxpay-notify/internal/admin"
+	"github.com/wxpay-notify/wxpay-notify/internal/config"
+	"github.com/wxpay-notify/wxpay-notify/internal/ingress"
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// errUsage marks a configuration error: exit status 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "ingress:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// settings are ingress's own flags beyond the shared ones.
+type settings struct {
+	common          *config.Common
+	listen          *string
+	merchants       *config.MerchantFlags
+	publishTimeout  *time.Duration
+	answerDeadline  *time.Duration
+	replicas        *int
+	duplicateWindow *time.Duration
+	maxAge          *time.Duration
+}
+
+// run is the whole command; ready, when not nil, receives the bound
+// public and admin addresses once serving (for tests).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready func(public, admin string)) error {
+	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	s := settings{
+		common:          config.RegisterCommon(fs, getenv),
+		listen:          config.ListenAddr(fs, getenv),
+		merchants:       config.RegisterMerchants(fs, getenv),
+		publishTimeout:  config.Duration(fs, getenv, "publish-timeout", "PUBLISH_TIMEOUT", ingress.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement"),
+		answerDeadline:  config.Duration(fs, getenv, "answer-deadline", "ANSWER_DEADLINE", ingress.DefaultAnswerDeadline, "budget for all work on one notification (WeChat allows 3-5 s)"),
+		replicas:        config.Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams (3 in production)"),
+		duplicateWindow: config.Duration(fs, getenv, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", events.DefaultDuplicateWindow, "JetStream duplicate window of WXPAY"),
+		maxAge:          config.Duration(fs, getenv, "stream-max-age", "STREAM_MAX_AGE", events.DefaultMaxAge, "how long WXPAY keeps events"),
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	merchants, merr := s.merchants.Resolve()
+	if err := errors.Join(config.Err(fs), s.common.Validate(), merr); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *s.publishTimeout >= *s.answerDeadline {
+		return fmt.Errorf("%w: PUBLISH_TIMEOUT (%s) must be shorter than ANSWER_DEADLINE (%s)", errUsage, *s.publishTimeout, *s.answerDeadline)
+	}
+	log, err := config.NewLogger(*s.common, "ingress", version, stdout)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	log.Info().Object("config", s.common).Int("merchants", len(merchants)).Str("listen_addr", *s.listen).Msg("starting")
+
+	// WeChat Pay clients, one per merchant.
+	var ims []ingress.Merchant
+	var clients []*wxpay.Client
+	for _, m := range merchants {
+		wcfg, err := m.WxpayConfig()
+		if err != nil {
+			return fmt.Errorf("%w: merchant %s: %v", errUsage, m.MchID, err)
+		}
+		c, err := wxpay.NewClient(wcfg)
+		if err != nil {
+			return fmt.Errorf("%w: merchant %s: %v", errUsage, m.MchID, err)
+		}
+		ims = append(ims, ingress.Merchant{MchID: m.MchID, Client: c, APIv2Key: m.APIv2Key()})
+		clients = append(clients, c)
+		if wcfg.DownloadCertificates {
+			mlog := log.With().Str("mchid", m.MchID).Logger()
+			if err := c.RefreshCertificates(ctx); err != nil {
+				// Not fatal: the refresher retries, and notifications signed
+				// by an unknown serial are answered 503 meanwhile.
+				mlog.Error().Err(err).Str("check", "the merchant key and serial, outbound HTTPS to the WeChat Pay API, or configure the WeChat Pay public key").Msg("platform certificate download failed")
+			} else {
+				mlog.Info().Strs("keys", c.KeyIDs()).Msg("platform certificates loaded")
+			}
+			go c.RunCertificateRefresh(ctx, func(err error) {
+				mlog.Error().Err(err).Msg("platform certificate refresh failed; keeping the certificates held")
+			})
+		}
+	}
+
+	// NATS: keep trying in the background; /readyz says whether we can publish.
+	nc, err := nats.Connect(strings.Join(s.common.NATSServers(), ","),
+		nats.Name("wxpay-ingress"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Error().Err(err).Msg("NATS disconnected") }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
+	)
+	if err != nil {
+		return fmt.Errorf("NATS %s: %w", s.common.NATSURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	streamsReady := admin.NewFlag("streams WXPAY/WXPAY_DLQ not yet ensured")
+	go ensureStreams(ctx, js, events.StreamConfig{Replicas: *s.replicas, DuplicateWindow: *s.duplicateWindow, MaxAge: *s.maxAge}, log, streamsReady)
+
+	reg := admin.NewRegistry()
+	h, err := ingress.NewHandler(ims, events.NewPublisher(js, events.PublisherConfig{Timeout: *s.publishTimeout}), ingress.Config{
+		PublishTimeout: *s.publishTimeout,
+		AnswerDeadline: *s.answerDeadline,
+		Logger:         log,
+		Registerer:     reg,
+	})
+	if err != nil {
+		return err
+	}
+	shuttingDown := admin.NewFlag("")
+	notShuttingDown := func(ctx context.Context) error {
+		if shuttingDown.Check(ctx) == nil {
+			return errors.New("shutting down")
+		}
+		return nil
+	}
+	adminSrv, adminAddr, err := admin.Listen(s.common.AdminAddr, admin.Handler(reg, notShuttingDown, streamsReady.Check, admin.NATSReady(nc, js, events.StreamName)))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *s.listen)
+	if err != nil {
+		return fmt.Errorf("LISTEN_ADDR %s: %w", *s.listen, err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 3 * time.Second,
+		ReadTimeout:       5 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          nil,
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info().Str("listen_addr", ln.Addr().String()).Str("admin_addr", adminAddr).Strs("merchants", h.MerchantIDs()).Msg("serving")
+	if ready != nil {
+		ready(ln.Addr().String(), adminAddr)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("public listener: %w", err)
+	}
+	// Stop: not ready, stop accepting, finish in-flight requests, drain NATS.
+	shuttingDown.Set()
+	log.Info().Msg("shutting down: finishing in-flight notifications")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error().Err(err).Msg("in-flight requests did not finish in time")
+	}
+	if err := nc.Drain(); err != nil {
+		log.Error().Err(err).Msg("NATS drain")
+	}
+	for nc.IsDraining() && sctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	adminSrv.Shutdown(sctx)
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// ensureStreams creates or updates the streams, retrying until it works
+// (NATS may be down at start); warnings about weaker existing streams are
+// logged once.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg events.StreamConfig, log zerolog.Logger, done *admin.Flag) {
+	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(30*time.Second)), ctx)
+	_ = backoff.RetryNotify(func() error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		warnings, err := events.EnsureStreams(cctx, js, cfg)
+		if err != nil {
+			return err
+		}
+		for _, w := range warnings {
+			log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
+		}
+		log.Info().Msg("streams WXPAY and WXPAY_DLQ ready")
+		done.Set()
+		return nil
+	}, b, func(err error, d time.Duration) {
+		log.Error().Err(err).Dur("retry_in", d).Str("check", "NATS_URL and that JetStream is enabled").Msg("cannot ensure streams")
+	})
+}
