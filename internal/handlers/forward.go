@@ -1,0 +1,133 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+)
+
+// DefaultForwardTimeout bounds one forward call.
+const DefaultForwardTimeout = 10 * time.Second
+
+// ForwardConfig configures a Forward handler.
+type ForwardConfig struct {
+	// URL receives the envelope JSON (FORWARD_URL).
+	URL string
+	// Secret keys the HMAC signature (FORWARD_SECRET / FORWARD_SECRET_FILE).
+	Secret []byte
+	// Timeout per call; default DefaultForwardTimeout.
+	Timeout time.Duration
+	// HTTPClient defaults to a plain client (Timeout applies per call).
+	HTTPClient *http.Client
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Forward POSTs each event to an HTTP endpoint: 2xx is success; 408, 429
+// and 5xx (and transport failures) are retried; any other 4xx is permanent
+// and dead-letters the event.
+type Forward struct {
+	cfg ForwardConfig
+}
+
+// NewForward checks cfg and returns the handler.
+func NewForward(cfg ForwardConfig) (*Forward, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("FORWARD_URL %q is not an http(s) URL", cfg.URL)
+	}
+	if len(cfg.Secret) < 16 {
+		return nil, errors.New("FORWARD_SECRET must be at least 16 bytes (receivers verify the signature with it)")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultForwardTimeout
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Forward{cfg: cfg}, nil
+}
+
+// HandleEvent forwards ev.
+func (f *Forward) HandleEvent(ctx context.Context, ev events.Envelope) error {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return events.Permanent(fmt.Errorf("forward: encoding the envelope: %w", err))
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return events.Permanent(fmt.Errorf("forward: %w", err))
+	}
+	ts := f.cfg.Now().Unix()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(events.HeaderIdempotencyKey, ev.DedupeKey)
+	req.Header.Set(events.HeaderForwardTime, strconv.FormatInt(ts, 10))
+	req.Header.Set(events.HeaderForwardSig, events.SignForward(f.cfg.Secret, ts, body))
+	resp, err := f.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("forward to %s: %w (will retry)", redact(f.cfg.URL), err)
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	return classify(resp, snippet, f.cfg.Now())
+}
+
+// classify decides retry versus dead letter from the receiver's answer.
+func classify(resp *http.Response, snippet []byte, now time.Time) error {
+	code := resp.StatusCode
+	switch {
+	case code >= 200 && code < 300:
+		return nil
+	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
+		err := fmt.Errorf("forward: receiver answered %d: %.200q (will retry)", code, snippet)
+		if d, ok := retryAfter(resp.Header.Get("Retry-After"), now); ok {
+			return events.RetryAfter(d, err)
+		}
+		return err
+	case code == http.StatusRequestTimeout || code >= 500:
+		return fmt.Errorf("forward: receiver answered %d: %.200q (will retry)", code, snippet)
+	default:
+		return events.Permanent(fmt.Errorf("forward: receiver refused the event with %d: %.200q", code, snippet))
+	}
+}
+
+// retryAfter reads a Retry-After header (seconds or an HTTP date), capped
+// at one hour.
+func retryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	var d time.Duration
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		d = time.Duration(s) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	} else {
+		return 0, false
+	}
+	return max(0, min(d, time.Hour)), true
+}
+
+// redact drops credentials and the query from a URL for messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(forward URL)"
+	}
+	u.User, u.RawQuery = nil, ""
+	return u.String()
+}

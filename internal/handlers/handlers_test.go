@@ -1,0 +1,221 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+)
+
+var ctx = context.Background()
+
+func envelope(eventType, resource string) events.Envelope {
+	return events.Envelope{ID: "EV-1", DedupeKey: "transaction:4200000001:SUCCESS", EventType: eventType, MchID: "1230000109",
+		Source: events.SourceCallback, CreateTime: "2024-03-01T01:30:00+08:00", ReceivedAt: time.Now(), Resource: json.RawMessage(resource)}
+}
+
+func TestLogWritesIDsNotPersonalData(t *testing.T) {
+	var buf bytes.Buffer
+	h := Log(zerolog.New(&buf))
+	if err := h(ctx, envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T1","transaction_id":"4200000001","payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, `"out_trade_no":"T1"`) || !strings.Contains(out, `"dedupe_key":"transaction:4200000001:SUCCESS"`) {
+		t.Fatalf("missing ids: %s", out)
+	}
+	if strings.Contains(out, "oUpF8u") {
+		t.Fatalf("openid logged: %s", out)
+	}
+}
+
+func TestForward(t *testing.T) {
+	secret := []byte("0123456789abcdef-secret")
+	var mu sync.Mutex
+	var got []*http.Request
+	var bodies [][]byte
+	status := 200
+	retryAfterHdr := ""
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got, bodies = append(got, r), append(bodies, b)
+		s, ra := status, retryAfterHdr
+		mu.Unlock()
+		if ra != "" {
+			w.Header().Set("Retry-After", ra)
+		}
+		w.WriteHeader(s)
+	}))
+	defer recv.Close()
+	f, err := NewForward(ForwardConfig{URL: recv.URL + "/hooks/wxpay", Secret: secret, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T1"}`)
+	if err := f.HandleEvent(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	r, body := got[0], bodies[0]
+	if r.Header.Get("Content-Type") != "application/json" || r.Header.Get("Idempotency-Key") != ev.DedupeKey {
+		t.Fatalf("headers %v", r.Header)
+	}
+	if err := events.VerifyForward(secret, r.Header, body, 0, time.Now()); err != nil {
+		t.Fatalf("receiver cannot verify: %v", err)
+	}
+	var back events.Envelope
+	if err := json.Unmarshal(body, &back); err != nil || back.DedupeKey != ev.DedupeKey || string(back.Resource) != `{"out_trade_no":"T1"}` {
+		t.Fatalf("body %s", body)
+	}
+
+	tests := []struct {
+		status     int
+		retryAfter string
+		permanent  bool
+		delay      time.Duration
+	}{
+		{204, "", false, 0}, {408, "", false, 0}, {429, "7", false, 7 * time.Second}, {429, "", false, 0},
+		{500, "", false, 0}, {502, "", false, 0}, {503, "", false, 0},
+		{400, "", true, 0}, {401, "", true, 0}, {404, "", true, 0}, {409, "", true, 0}, {422, "", true, 0},
+	}
+	for _, tc := range tests {
+		mu.Lock()
+		status, retryAfterHdr = tc.status, tc.retryAfter
+		mu.Unlock()
+		err := f.HandleEvent(ctx, ev)
+		if tc.status < 300 {
+			if err != nil {
+				t.Fatalf("%d: %v", tc.status, err)
+			}
+			continue
+		}
+		if err == nil || events.IsPermanent(err) != tc.permanent {
+			t.Fatalf("%d: got %v, want permanent=%v", tc.status, err, tc.permanent)
+		}
+		var ra *events.RetryAfterError
+		if tc.delay > 0 && (!errors.As(err, &ra) || ra.Delay != tc.delay) {
+			t.Fatalf("%d: got %v, want a retry after %s", tc.status, err, tc.delay)
+		}
+	}
+
+	// A receiver slower than the timeout, or gone, is retried.
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(2 * time.Second) }))
+	defer slow.Close()
+	fs, _ := NewForward(ForwardConfig{URL: slow.URL, Secret: secret, Timeout: 100 * time.Millisecond})
+	start := time.Now()
+	if err := fs.HandleEvent(ctx, ev); err == nil || events.IsPermanent(err) || time.Since(start) > time.Second {
+		t.Fatalf("slow receiver: %v after %s", err, time.Since(start))
+	}
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	fg, _ := NewForward(ForwardConfig{URL: gone.URL, Secret: secret})
+	if err := fg.HandleEvent(ctx, ev); err == nil || events.IsPermanent(err) {
+		t.Fatalf("unreachable receiver: %v", err)
+	}
+}
+
+func TestNewForwardRejectsBadConfig(t *testing.T) {
+	for _, cfg := range []ForwardConfig{{URL: "ftp://x", Secret: make([]byte, 32)}, {URL: "http://x", Secret: []byte("short")}} {
+		if _, err := NewForward(cfg); err == nil {
+			t.Fatalf("accepted %+v", cfg)
+		}
+	}
+}
+
+func TestTracker(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	opt, _ := redis.ParseURL(rs.URL)
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	tr := NewTracker(rdb, TrackerConfig{})
+	must := func(ev events.Envelope) {
+		t.Helper()
+		if err := tr.HandleEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Announced, then paid: pending, then in the ledger of its China date.
+	must(envelope("ORDER.CREATED", `{"out_trade_no":"T1","create_time":"2024-02-29T23:00:00+08:00"}`))
+	must(envelope("ORDER.CREATED", `{"out_trade_no":"T1","create_time":"2024-02-29T23:59:00+08:00"}`)) // repeat keeps the first
+	score, err := rdb.ZScore(ctx, "wxpay:pending:order:1230000109", "T1").Result()
+	if err != nil || int64(score) != time.Date(2024, 2, 29, 23, 0, 0, 0, time.FixedZone("", 8*3600)).Unix() {
+		t.Fatalf("pending score %v %v", score, err)
+	}
+	paid := envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T1","transaction_id":"4200000001","trade_state":"SUCCESS","success_time":"2024-03-01T00:30:00+08:00","amount":{"total":1999}}`)
+	must(paid)
+	must(paid) // idempotent
+	if n, _ := rdb.ZCard(ctx, "wxpay:pending:order:1230000109").Result(); n != 0 {
+		t.Fatalf("still pending: %d", n)
+	}
+	// 00:30 China time on 1 March is still 29 February in UTC: the China date counts.
+	v, err := rdb.HGet(ctx, "wxpay:ledger:1230000109:20240301", "4200000001").Result()
+	if err != nil {
+		t.Fatalf("ledger: %v", err)
+	}
+	var entry events.LedgerEntry
+	json.Unmarshal([]byte(v), &entry)
+	if entry != (events.LedgerEntry{OutTradeNo: "T1", Amount: 1999, State: "SUCCESS", EventID: "EV-1"}) {
+		t.Fatalf("ledger entry %+v", entry)
+	}
+	if ttl, _ := rdb.TTL(ctx, "wxpay:ledger:1230000109:20240301").Result(); ttl <= 90*24*time.Hour {
+		t.Fatalf("ledger TTL %s", ttl)
+	}
+
+	// Refund: announced, closed by CLOSE spelling, recorded with its amount.refund.
+	must(envelope("REFUND.CREATED", `{"out_trade_no":"T1","out_refund_no":"R1"}`))
+	if n, _ := rdb.ZCard(ctx, "wxpay:pending:refund:1230000109").Result(); n != 1 {
+		t.Fatal("refund not pending")
+	}
+	must(envelope("REFUND.SUCCESS", `{"out_trade_no":"T1","transaction_id":"4200000001","out_refund_no":"R1","refund_id":"5000001","refund_status":"SUCCESS","success_time":"2024-03-02T10:00:00+08:00","amount":{"total":1999,"refund":500,"payer_total":1999,"payer_refund":500}}`))
+	v, _ = rdb.HGet(ctx, "wxpay:ledger:1230000109:20240302", "5000001").Result()
+	entry = events.LedgerEntry{}
+	json.Unmarshal([]byte(v), &entry)
+	if entry != (events.LedgerEntry{OutRefundNo: "R1", Amount: 500, State: "SUCCESS", EventID: "EV-1"}) {
+		t.Fatalf("refund ledger entry %+v", entry)
+	}
+	if n, _ := rdb.ZCard(ctx, "wxpay:pending:refund:1230000109").Result(); n != 0 {
+		t.Fatal("refund still pending")
+	}
+
+	// Closed by us: leaves the pending set, no ledger entry.
+	must(envelope("ORDER.CREATED", `{"out_trade_no":"T2"}`))
+	must(envelope("TRANSACTION.CLOSED", `{"out_trade_no":"T2","trade_state":"CLOSED"}`))
+	if _, err := rdb.ZScore(ctx, "wxpay:pending:order:1230000109", "T2").Result(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("T2 still pending: %v", err)
+	}
+
+	// Bad resources are permanent; others are ignored.
+	for _, ev := range []events.Envelope{
+		envelope("ORDER.CREATED", `{}`),
+		envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T3"}`),
+		envelope("REFUND.SUCCESS", `not json`),
+		envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T3","transaction_id":"1","amount":{"total":1},"success_time":"yesterday"}`),
+	} {
+		if err := tr.HandleEvent(ctx, ev); !events.IsPermanent(err) {
+			t.Fatalf("%s %s: got %v, want permanent", ev.EventType, ev.Resource, err)
+		}
+	}
+	if err := tr.HandleEvent(ctx, envelope("COUPON.USE", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Redis gone: a retryable error, not a dead letter.
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer down.Close()
+	if err := NewTracker(down, TrackerConfig{}).HandleEvent(ctx, paid); err == nil || events.IsPermanent(err) {
+		t.Fatalf("redis down: got %v, want a retryable error", err)
+	}
+}
