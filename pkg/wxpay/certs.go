@@ -68,6 +68,14 @@ func (c *Client) RunCertificateRefresh(ctx context.Context, onError func(error))
 		every = DefaultCertificateRefreshInterval
 	}
 	retry := c.minRefresh()
+	// A refresh that just succeeded (the caller's at start) counts as the
+	// first one.
+	c.certs.mu.Lock()
+	first := c.certs.lastAttempt.IsZero() || c.certs.lastErr != nil
+	c.certs.mu.Unlock()
+	if !first && !sleepCtx(ctx, every) {
+		return
+	}
 	for {
 		wait := every
 		if err := c.RefreshCertificates(ctx); err != nil {
@@ -79,13 +87,21 @@ func (c *Client) RunCertificateRefresh(ctx context.Context, onError func(error))
 			}
 			wait = min(retry, every)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, wait) {
 			return
-		case <-t.C:
 		}
+	}
+}
+
+// sleepCtx waits d; it reports false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

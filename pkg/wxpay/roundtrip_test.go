@@ -808,3 +808,21 @@ func TestPartnerTransaction(t *testing.T) {
 		t.Fatalf("partner transaction: %+v", tx)
 	}
 }
+
+func TestRunCertificateRefreshAfterStartRefresh(t *testing.T) {
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{})
+	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
+	c := newClient(t, srv, m, func(cfg *wxpay.Config) { cfg.CertificateRefreshInterval = time.Hour })
+	if err := c.RefreshCertificates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); c.RunCertificateRefresh(rctx, nil) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	<-done
+	if got := srv.Requests("GET /v3/certificates"); got != 1 {
+		t.Fatalf("downloads: got %d, want 1 (the refresher waits an interval after a fresh download)", got)
+	}
+}
