@@ -56,4 +56,121 @@
 // error wrapping ErrPublish, which ingress answers with 503 so that WeChat
 // sends the notification again. Retrying is always safe: the retry carries
 // the same dedupe_key.
+//
+// The sections that follow cover the consume half, which workers use: the
+// router, its retries and dead letters, the Redis dedupe and shutdown.
+//
+// # Handlers
+//
+// A Router is one team's worker: a durable JetStream pull consumer on
+// WXPAY, named RouterConfig.Consumer (one per team; every process of the
+// team uses the same name and shares the work). Handlers are registered
+// for NATS subject patterns under wxpay.> (build them with Pattern):
+//
+//	r, err := events.NewRouter(js, rdb, events.RouterConfig{Consumer: "fulfilment", Logger: log})
+//	r.Handle(events.Pattern(events.AnyMerchant, wxpay.EventTransactionSuccess), fulfil.New(db))
+//	return r.Run(ctx)
+//
+// Handle and HandleFunc panic on an invalid pattern, a pattern registered
+// twice, or one outside RouterConfig.Subjects; Register returns the error
+// instead. The consumer's filter subjects are RouterConfig.Subjects, or
+// else the registered patterns (FilterSubjects), which needs NATS server
+// 2.10 or later: Run refuses an older server with ErrServerTooOld. Run
+// creates or updates the consumer at start (deliver all, explicit acks).
+//
+// Every handler whose pattern matches an event runs, in registration
+// order; the first error stops the chain, and the event is done only when
+// all succeeded, so a retry runs all of them again. Effects that need
+// independent retries belong in separate consumers. An event that reaches
+// the consumer with no matching handler is dead-lettered with reason "no
+// handler", never silently acknowledged. A body that is not a valid
+// Envelope is dead-lettered at once. Handlers decode the resource with
+// DecodeResource, which turns JSON errors into permanent ones, and log
+// with zerolog.Ctx(ctx), which carries the event's subject, consumer,
+// stream_seq, delivery, event_id, dedupe_key and event_type.
+//
+// A handler must respect ctx, and must be idempotent on its own records:
+// it may run more than once for the same dedupe_key (see Handler).
+//
+// # Retries and dead letters
+//
+// What a handler's error means is decided in one place: nil marks the
+// event done and acknowledges it; Permanent(err) (or an ErrMalformedEnvelope
+// error) dead-letters it at once; RetryAfter(d, err) delivers it again
+// after d; any other error delivers it again after an exponential backoff
+// from RouterConfig.RetryBase (1s) doubling to RetryMax (5m), with ±25%
+// jitter (NakWithDelay). An error on delivery RouterConfig.MaxDeliver (10)
+// or later dead-letters the event. The JetStream consumer itself has no
+// delivery limit: the router enforces MaxDeliver, so JetStream never stops
+// delivering an event without a dead letter. Deliveries that ran no
+// handler (Redis down, the lock held elsewhere, shutdown) are counted by
+// JetStream too, but they never dead-letter an event by themselves.
+//
+// A dead letter is the original body on
+// wxpaydlq.<consumer>.<mchid>.<event type> (DLQSubject) in WXPAY_DLQ, with
+// the headers Wxpay-Dlq-Reason (the error text), Wxpay-Dlq-Deliveries,
+// Wxpay-Dlq-Consumer, Wxpay-Dlq-Subject (the original subject) and
+// Wxpay-Dlq-Stream-Seq, and the Nats-Msg-Id <consumer>:<stream seq>, so
+// that dead-lettering the same delivery again after a crash is dropped.
+// The original is terminated only after WXPAY_DLQ acknowledged the dead
+// letter; if that publish fails, the event is delivered again later.
+// Nothing is dropped.
+//
+// ListDeadLetters reads dead letters, per team (consumer), per merchant
+// and per original subject pattern. ReplayDeadLetters publishes them again
+// on their original subjects (Nats-Msg-Id replay:<dead letter seq>) and
+// deletes each from WXPAY_DLQ only after WXPAY acknowledged it. A replayed
+// event reaches every consumer whose filter matches, not only the team
+// that failed it; the others find their done marker and skip it.
+//
+// # Dedupe
+//
+// Before any handler runs, Redis decides, with the keys of DESIGN (prefix
+// RouterConfig.KeyPrefix, default wxpay:):
+//
+//  1. wxpay:done:<consumer>:<dedupe_key> exists: the event is acknowledged
+//     without running anything (outcome duplicate).
+//  2. Otherwise the worker takes wxpay:lock:<consumer>:<dedupe_key> (SET NX
+//     PX, TTL the ack wait, value a token naming host, process and claim).
+//     If another worker holds it, the event is delivered again after about
+//     the lock's remaining TTL: two workers never run one event at once.
+//  3. Holding the lock, it checks done again (the holder may have finished
+//     meanwhile), then runs the handlers, extending the message's ack wait
+//     (InProgress) and the lock every AckWait/3; only the owner can extend
+//     or release the lock (compare-and-set Lua scripts).
+//  4. After the handlers succeeded: SET done (TTL RouterConfig.DoneTTL,
+//     default 7 days, never under 25 h since WeChat retries for about a
+//     day), release the lock, then acknowledge.
+//
+// "done" is never written before the handlers succeeded. A crash at any
+// point leads to a redelivery that either finds done or runs the handlers
+// again once the lock expired; that is why handlers must be idempotent:
+// the Redis dedupe is the fast path, not a proof. If done cannot be
+// written, the event is not acknowledged, and runs again. Redis must not
+// evict these keys (noeviction, or volatile-* with room to spare).
+//
+// No handler runs without dedupe. When Redis does not answer, the router
+// stops fetching events (they wait in the stream, undelivered, so an
+// outage does not use up their deliveries), hands back with a delay the
+// few it had already fetched, reports the outage from Ready (wrapping
+// ErrRedisUnavailable; serve it on /readyz) and in the
+// wxpay_worker_redis_up metric, and resumes by itself when a background
+// PING succeeds again. Nothing is acknowledged unprocessed.
+//
+// # Shutdown
+//
+// Run returns nil after its ctx is cancelled and the work in flight is
+// finished. It stops fetching; events it had fetched but not started are
+// handed back at once (Nak without delay) for another worker; running
+// handlers keep a context that shutdown does not cancel, bounded by
+// RouterConfig.HandlerTimeout (which is less than the ack wait), and their
+// events are marked done and acknowledged as usual. Run leaves the NATS
+// connection and the Redis client to the caller, which drains and closes
+// them after Run returned.
+//
+// Metrics (on RouterConfig.Registerer): wxpay_worker_processed_total,
+// wxpay_worker_duplicates_total, wxpay_worker_retries_total (by reason),
+// wxpay_worker_dead_letters_total (by cause), wxpay_worker_handler_seconds,
+// wxpay_worker_in_flight and wxpay_worker_redis_up, labelled by consumer
+// and, where useful, event type.
 package events

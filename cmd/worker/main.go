@@ -1,0 +1,303 @@
+// Command worker runs one team's durable JetStream consumer with the
+// built-in handlers (log, tracker, forward): every event is deduplicated
+// through Redis, failures retry with backoff, poison events go to the
+// WXPAY_DLQ stream.
+//
+// Usage:
+//
+//	worker [flags]                     run the consumer
+//	worker dlq list [flags]            show dead letters
+//	worker dlq replay [flags]          republish dead letters to their subjects
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/wxpay-notify/wxpay-notify/internal/admin"
+	"github.com/wxpay-notify/wxpay-notify/internal/config"
+	"github.com/wxpay-notify/wxpay-notify/internal/handlers"
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+)
+
+var version = "dev"
+
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready func(adminAddr string)) error {
+	if len(args) > 0 && args[0] == "dlq" {
+		return runDLQ(ctx, args[1:], getenv, stdout)
+	}
+	return runWorker(ctx, args, getenv, stdout, ready)
+}
+
+func usageErr(err error) error { return fmt.Errorf("%w: %v", errUsage, err) }
+
+func parse(fs *flag.FlagSet, args []string) (help bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, usageErr(err)
+	}
+	if fs.NArg() > 0 {
+		return false, usageErr(fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	return false, nil
+}
+
+func runWorker(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready func(string)) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	common := config.RegisterCommon(fs, getenv)
+	consumer := config.String(fs, getenv, "consumer", "WORKER_CONSUMER", "", "durable consumer name, one per team (required)")
+	subjects := config.String(fs, getenv, "subjects", "WORKER_SUBJECTS", events.SubjectAll, "comma-separated subject filters, e.g. wxpay.*.transaction.success,wxpay.*.refund.>")
+	handlerList := config.String(fs, getenv, "handler", "WORKER_HANDLERS", "log", "comma-separated built-in handlers to run, in order: log, tracker, forward")
+	concurrency := config.Int(fs, getenv, "concurrency", "WORKER_CONCURRENCY", events.DefaultConcurrency, "events handled at once by this process")
+	ackWait := config.Duration(fs, getenv, "ack-wait", "WORKER_ACK_WAIT", events.DefaultAckWait, "JetStream ack wait (also the Redis lock TTL)")
+	maxDeliver := config.Int(fs, getenv, "max-deliver", "WORKER_MAX_DELIVER", events.DefaultMaxDeliver, "deliveries before a failing event is dead-lettered")
+	retryBase := config.Duration(fs, getenv, "retry-base", "WORKER_RETRY_BASE", events.DefaultRetryBase, "first redelivery delay (doubles per delivery)")
+	retryMax := config.Duration(fs, getenv, "retry-max", "WORKER_RETRY_MAX", events.DefaultRetryMax, "longest redelivery delay")
+	doneTTL := config.Duration(fs, getenv, "done-ttl", "WORKER_DONE_TTL", events.DefaultDoneTTL, "how long a handled event's done marker is kept (at least 25h)")
+	keyPrefix := config.String(fs, getenv, "key-prefix", "REDIS_KEY_PREFIX", events.DefaultKeyPrefix, "prefix of every Redis key")
+	forwardURL := config.String(fs, getenv, "forward-url", "FORWARD_URL", "", "forward handler: where to POST each event")
+	forwardSecret := config.Secret(fs, getenv, "forward-secret", "FORWARD_SECRET", "forward-secret-file", "FORWARD_SECRET_FILE", "forward handler: HMAC secret of Wxpay-Notify-Signature")
+	forwardTimeout := config.Duration(fs, getenv, "forward-timeout", "FORWARD_TIMEOUT", handlers.DefaultForwardTimeout, "forward handler: timeout per call")
+	replicas := config.Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams")
+	if help, err := parse(fs, args); help || err != nil {
+		return err
+	}
+	var problems []error
+	if err := errors.Join(config.Err(fs), common.Validate()); err != nil {
+		problems = append(problems, err)
+	}
+	if *consumer == "" {
+		problems = append(problems, errors.New("WORKER_CONSUMER (--consumer) is required: one durable consumer name per team"))
+	}
+	names := config.SplitList(*handlerList)
+	if len(names) == 0 {
+		problems = append(problems, errors.New("WORKER_HANDLERS (--handler) names no handler"))
+	}
+	if err := errors.Join(problems...); err != nil {
+		return usageErr(err)
+	}
+	log, err := config.NewLogger(*common, "worker", version, stdout)
+	if err != nil {
+		return usageErr(err)
+	}
+	rdb, err := redisClient(common.RedisURL)
+	if err != nil {
+		return usageErr(err)
+	}
+	defer rdb.Close()
+
+	// The handlers, in the order given; all run for each event.
+	var chain []events.Handler
+	for _, name := range names {
+		switch name {
+		case "log":
+			chain = append(chain, events.HandlerFunc(handlers.Log(log)))
+		case "tracker":
+			chain = append(chain, handlers.NewTracker(rdb, handlers.TrackerConfig{KeyPrefix: *keyPrefix}))
+		case "forward":
+			secret, _, err := forwardSecret.Resolve()
+			if err != nil {
+				return usageErr(err)
+			}
+			f, err := handlers.NewForward(handlers.ForwardConfig{URL: *forwardURL, Secret: []byte(secret), Timeout: *forwardTimeout})
+			if err != nil {
+				return usageErr(err)
+			}
+			chain = append(chain, f)
+		default:
+			return usageErr(fmt.Errorf("WORKER_HANDLERS: unknown handler %q (want log, tracker or forward)", name))
+		}
+	}
+	all := events.HandlerFunc(func(ctx context.Context, ev events.Envelope) error {
+		for _, h := range chain {
+			if err := h.HandleEvent(ctx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	nc, js, err := connectNATS(common, "wxpay-worker-"+*consumer, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	reg := admin.NewRegistry()
+	r, err := events.NewRouter(js, rdb, events.RouterConfig{
+		Consumer:    *consumer,
+		Subjects:    config.SplitList(*subjects),
+		AckWait:     *ackWait,
+		MaxDeliver:  *maxDeliver,
+		Concurrency: *concurrency,
+		RetryBase:   *retryBase,
+		RetryMax:    *retryMax,
+		DoneTTL:     *doneTTL,
+		KeyPrefix:   *keyPrefix,
+		Logger:      log,
+		Registerer:  reg,
+	})
+	if err != nil {
+		return usageErr(err)
+	}
+	for _, s := range config.SplitList(*subjects) {
+		if err := r.Register(s, all); err != nil {
+			return usageErr(fmt.Errorf("WORKER_SUBJECTS: %w", err))
+		}
+	}
+	log.Info().Object("config", common).Str("consumer", *consumer).Strs("subjects", r.FilterSubjects()).Strs("handlers", names).Msg("starting")
+
+	if err := ensureStreams(ctx, js, events.StreamConfig{Replicas: *replicas}, log); err != nil {
+		return err
+	}
+	routerReady := func(context.Context) error { return r.Ready() }
+	adminSrv, adminAddr, err := admin.Listen(common.AdminAddr, admin.Handler(reg, routerReady, admin.NATSReady(nc, js, events.StreamName, events.DLQStreamName)))
+	if err != nil {
+		return err
+	}
+	defer adminSrv.Close()
+	if ready != nil {
+		ready(adminAddr)
+	}
+	// Run returns after ctx ends and in-flight handlers finished.
+	err = r.Run(ctx)
+	if ctx.Err() != nil && err == nil {
+		if derr := nc.Drain(); derr != nil {
+			log.Error().Err(derr).Msg("NATS drain")
+		}
+		log.Info().Msg("stopped")
+		return nil
+	}
+	return err
+}
+
+func redisClient(url string) (*redis.Client, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return redis.NewClient(opt), nil
+}
+
+func connectNATS(common *config.Common, name string, log zerolog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(strings.Join(common.NATSServers(), ","),
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Error().Err(err).Msg("NATS disconnected") }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("NATS_URL: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// ensureStreams retries until the streams exist (NATS may still be
+// starting) or ctx ends.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg events.StreamConfig, log zerolog.Logger) error {
+	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(30*time.Second)), ctx)
+	return backoff.RetryNotify(func() error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		warnings, err := events.EnsureStreams(cctx, js, cfg)
+		if err != nil {
+			return err
+		}
+		for _, w := range warnings {
+			log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
+		}
+		return nil
+	}, b, func(err error, d time.Duration) {
+		log.Error().Err(err).Dur("retry_in", d).Str("check", "NATS_URL and that JetStream is enabled").Msg("cannot ensure streams")
+	})
+}
+
+// runDLQ is `worker dlq list|replay`.
+func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		return usageErr(errors.New("worker dlq list|replay [--consumer NAME] [--mchid ID] [--subject PATTERN] [--all]"))
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("worker dlq "+verb, flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	common := config.RegisterCommon(fs, getenv)
+	consumer := fs.String("consumer", "", "only dead letters of this consumer (team)")
+	mchid := fs.String("mchid", "", "only dead letters of this merchant")
+	subject := fs.String("subject", "", "only dead letters whose original subject matches this pattern (NATS wildcards)")
+	limit := fs.Int("limit", 100, "list: at most this many")
+	all := fs.Bool("all", false, "replay: every dead letter (required when no filter is given)")
+	if help, err := parse(fs, args[1:]); help || err != nil {
+		return err
+	}
+	if err := errors.Join(config.Err(fs), common.Validate()); err != nil {
+		return usageErr(err)
+	}
+	filter := events.DLQFilter{Consumer: *consumer, MchID: *mchid, Subject: *subject}
+	if verb == "replay" && filter == (events.DLQFilter{}) && !*all {
+		return usageErr(errors.New("worker dlq replay: give --consumer, --mchid or --subject, or --all to replay every dead letter"))
+	}
+	log := zerolog.Nop()
+	nc, js, err := connectNATS(common, "wxpay-worker-dlq", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if verb == "list" {
+		filter.Limit = *limit
+		dls, err := events.ListDeadLetters(ctx, js, filter)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tTIME\tCONSUMER\tSUBJECT\tDELIVERIES\tREASON")
+		for _, d := range dls {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", d.Seq, d.Time.UTC().Format(time.RFC3339), d.Consumer, d.OriginalSubject, d.Deliveries, d.Reason)
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "%d dead letter(s)\n", len(dls))
+		return nil
+	}
+	n, err := events.ReplayDeadLetters(ctx, js, filter)
+	fmt.Fprintf(stdout, "replayed %d dead letter(s)\n", n)
+	return err
+}

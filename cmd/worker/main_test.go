@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func paidEnvelope(outTradeNo, txID string) events.Envelope {
+	return events.Envelope{ID: "EV-" + txID, DedupeKey: events.TransactionKey(txID), EventType: "TRANSACTION.SUCCESS",
+		MchID: "1230000109", Source: events.SourceCallback, CreateTime: "2024-03-01T10:00:00+08:00", ReceivedAt: time.Now(),
+		ResourceType: "encrypt-resource", OriginalType: "transaction",
+		Resource: json.RawMessage(`{"mchid":"1230000109","out_trade_no":"` + outTradeNo + `","transaction_id":"` + txID + `","trade_state":"SUCCESS","success_time":"2024-03-01T10:00:00+08:00","amount":{"total":100}}`)}
+}
+
+func TestWorkerForwardTrackerAndDLQ(t *testing.T) {
+	nt := testenv.StartNATS(t)
+	rs := testenv.StartRedis(t)
+	_, js := testenv.Connect(t, nt.URL)
+	ctx := context.Background()
+	if _, err := events.EnsureStreams(ctx, js, events.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	secret := "a-forward-secret-of-32-bytes...."
+	var mu sync.Mutex
+	received := map[string]int{}
+	refuse := map[string]bool{"T-BAD": true}
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := events.VerifyForward([]byte(secret), r.Header, body, 0, time.Now()); err != nil {
+			http.Error(w, err.Error(), 401)
+			return
+		}
+		var ev events.Envelope
+		json.Unmarshal(body, &ev)
+		var res struct {
+			OutTradeNo string `json:"out_trade_no"`
+		}
+		json.Unmarshal(ev.Resource, &res)
+		mu.Lock()
+		defer mu.Unlock()
+		if refuse[res.OutTradeNo] {
+			http.Error(w, "unknown order", 422)
+			return
+		}
+		received[r.Header.Get("Idempotency-Key")]++
+	}))
+	defer recv.Close()
+
+	env := map[string]string{
+		"NATS_URL": nt.URL, "REDIS_URL": rs.URL, "ADMIN_ADDR": "127.0.0.1:0",
+		"WORKER_CONSUMER": "fulfilment", "WORKER_SUBJECTS": "wxpay.*.transaction.success",
+		"WORKER_HANDLERS": "log,tracker,forward", "FORWARD_URL": recv.URL, "FORWARD_SECRET": secret,
+		"WORKER_RETRY_BASE": "20ms", "WORKER_ACK_WAIT": "2s",
+	}
+	getenv := func(k string) string { return env[k] }
+	wctx, stop := context.WithCancel(ctx)
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	adminAddr := make(chan string, 1)
+	go func() { done <- run(wctx, nil, getenv, out, func(a string) { adminAddr <- a }) }()
+	select {
+	case <-adminAddr:
+	case err := <-done:
+		t.Fatalf("worker stopped: %v\n%s", err, out)
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker did not start")
+	}
+	pub := events.NewPublisher(js, events.PublisherConfig{})
+	for _, e := range []events.Envelope{paidEnvelope("T-1", "4200000001"), paidEnvelope("T-2", "4200000002"), paidEnvelope("T-BAD", "4200000003")} {
+		if _, err := pub.Publish(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opt, _ := redis.ParseURL(rs.URL)
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	waitFor(t, "two events forwarded and one dead-lettered", func() bool {
+		mu.Lock()
+		n := len(received)
+		mu.Unlock()
+		dls, _ := events.ListDeadLetters(ctx, js, events.DLQFilter{})
+		return n == 2 && len(dls) == 1
+	})
+	if v, _ := rdb.HLen(ctx, "wxpay:ledger:1230000109:20240301").Result(); v != 3 {
+		t.Fatalf("ledger entries %d, want 3 (the tracker ran before forward refused T-BAD)", v)
+	}
+
+	// dlq list shows the refusal; replay after the receiver is fixed delivers it.
+	var listOut bytes.Buffer
+	if err := run(ctx, []string{"dlq", "list"}, getenv, &listOut, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(listOut.String(), "fulfilment") || !strings.Contains(listOut.String(), "422") || !strings.Contains(listOut.String(), "1 dead letter(s)") {
+		t.Fatalf("dlq list:\n%s", listOut.String())
+	}
+	if err := run(ctx, []string{"dlq", "replay"}, getenv, io.Discard, nil); !errors.Is(err, errUsage) {
+		t.Fatalf("replay without a filter: got %v, want a usage error", err)
+	}
+	mu.Lock()
+	refuse["T-BAD"] = false
+	mu.Unlock()
+	var replayOut bytes.Buffer
+	if err := run(ctx, []string{"dlq", "replay", "--consumer", "fulfilment"}, getenv, &replayOut, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(replayOut.String(), "replayed 1") {
+		t.Fatalf("replay: %s", replayOut.String())
+	}
+	waitFor(t, "the replayed event forwarded", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return received[events.TransactionKey("4200000003")] == 1
+	})
+	// Duplicates of processed events are not forwarded again.
+	if _, err := pub.Publish(ctx, func() events.Envelope { e := paidEnvelope("T-1", "4200000001"); return e }()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	for k, n := range received {
+		if n != 1 {
+			t.Errorf("%s forwarded %d times", k, n)
+		}
+	}
+	mu.Unlock()
+
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop")
+	}
+	if strings.Contains(out.String(), secret) {
+		t.Fatal("forward secret logged")
+	}
+}
+
+func TestWorkerConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"no consumer", map[string]string{}, "WORKER_CONSUMER"},
+		{"unknown handler", map[string]string{"WORKER_CONSUMER": "t", "WORKER_HANDLERS": "log,email"}, "email"},
+		{"forward without URL", map[string]string{"WORKER_CONSUMER": "t", "WORKER_HANDLERS": "forward", "FORWARD_SECRET": "0123456789abcdef0123"}, "FORWARD_URL"},
+		{"forward without secret", map[string]string{"WORKER_CONSUMER": "t", "WORKER_HANDLERS": "forward", "FORWARD_URL": "http://x"}, "FORWARD_SECRET"},
+		{"bad ack wait", map[string]string{"WORKER_CONSUMER": "t", "WORKER_ACK_WAIT": "long"}, "WORKER_ACK_WAIT"},
+		{"bad redis url", map[string]string{"WORKER_CONSUMER": "t", "REDIS_URL": "http://x"}, "REDIS_URL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := run(context.Background(), nil, func(k string) string { return tc.env[k] }, io.Discard, nil)
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want a usage error naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
