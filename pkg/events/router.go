@@ -594,6 +594,14 @@ func (r *Router) Run(ctx context.Context) error {
 	wg.Wait()
 	r.dedupe.batch = nil
 	batch.close()
+	// Acks are not confirmed one by one; a flush (a PING the server answers
+	// after everything sent before it) makes sure they all arrived before
+	// Run returns.
+	if nc := r.js.Conn(); nc != nil && !nc.IsClosed() {
+		if ferr := nc.FlushTimeout(r.opTimeout); ferr != nil {
+			r.log.Warn().Err(ferr).Msg("flushing acknowledgements at shutdown failed; unacknowledged events are delivered again and found done")
+		}
+	}
 	if err != nil {
 		r.log.Error().Err(err).Msg("worker stopped")
 		return err
@@ -952,37 +960,46 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 // more than once). If the lock turns out lost, it cancels the handlers
 // with errLockLost.
 func (r *Router) keepAlive(ctx context.Context, d *delivery, dedupeKey, token string, cancel context.CancelCauseFunc) func() {
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(r.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if err := d.msg.InProgress(); err != nil {
-					d.log.Warn().Err(err).Msg("extending the ack wait failed")
-				}
-				rctx, rcancel := context.WithTimeout(ctx, r.opTimeout)
-				ok, err := r.dedupe.refresh(rctx, dedupeKey, token)
-				rcancel()
-				switch {
-				case err != nil:
-					d.log.Warn().Err(err).Msg("extending the lock failed")
-				case !ok:
-					d.log.Warn().Err(errLockLost).Msg("lock lost; cancelling the handlers")
-					cancel(errLockLost)
-				}
-			}
+	// A timer rather than a goroutine per delivery: most handlers finish
+	// long before the first extension is due, and then nothing ran.
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	tick := func() {
+		if err := d.msg.InProgress(); err != nil {
+			d.log.Warn().Err(err).Msg("extending the ack wait failed")
 		}
-	}()
-	var once sync.Once
+		rctx, rcancel := context.WithTimeout(ctx, r.opTimeout)
+		ok, err := r.dedupe.refresh(rctx, dedupeKey, token)
+		rcancel()
+		switch {
+		case err != nil:
+			d.log.Warn().Err(err).Msg("extending the lock failed")
+		case !ok:
+			d.log.Warn().Err(errLockLost).Msg("lock lost; cancelling the handlers")
+			cancel(errLockLost)
+		}
+	}
+	every := r.cfg.AckWait / 3
+	var run func()
+	run = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		tick()
+		t.Reset(every)
+	}
+	mu.Lock()
+	t = time.AfterFunc(every, run)
+	mu.Unlock()
 	return func() {
-		once.Do(func() { close(done) })
-		<-exited
+		// Holding mu waits for a running tick; after it no tick starts.
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
 	}
 }
 
