@@ -20,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -210,23 +209,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 // ensureStreams creates or updates the streams, retrying until it works
 // (NATS may be down at start); warnings about weaker existing streams are
-// logged once.
+// logged once, and done is set for /readyz.
 func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg events.StreamConfig, log zerolog.Logger, done *admin.Flag) {
-	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(30*time.Second)), ctx)
-	_ = backoff.RetryNotify(func() error {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		warnings, err := events.EnsureStreams(cctx, js, cfg)
-		if err != nil {
-			return err
-		}
-		for _, w := range warnings {
-			log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
-		}
-		log.Info().Msg("streams WXPAY and WXPAY_DLQ ready")
-		done.Set()
-		return nil
-	}, b, func(err error, d time.Duration) {
+	warnings, err := events.EnsureStreamsRetry(ctx, js, cfg, func(err error, d time.Duration) {
 		log.Error().Err(err).Dur("retry_in", d).Str("check", "NATS_URL and that JetStream is enabled").Msg("cannot ensure streams")
 	})
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error().Err(err).Str("check", "STREAM_REPLICAS, STREAM_DUPLICATE_WINDOW, STREAM_MAX_AGE").Msg("streams not ensured")
+		}
+		return
+	}
+	for _, w := range warnings {
+		log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
+	}
+	log.Info().Msg("streams WXPAY and WXPAY_DLQ ready")
+	done.Set()
 }

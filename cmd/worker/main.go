@@ -23,7 +23,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
@@ -233,21 +232,13 @@ func connectNATS(common *config.Common, name string, log zerolog.Logger) (*nats.
 // ensureStreams retries until the streams exist (NATS may still be
 // starting) or ctx ends.
 func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg events.StreamConfig, log zerolog.Logger) error {
-	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(30*time.Second)), ctx)
-	return backoff.RetryNotify(func() error {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		warnings, err := events.EnsureStreams(cctx, js, cfg)
-		if err != nil {
-			return err
-		}
-		for _, w := range warnings {
-			log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
-		}
-		return nil
-	}, b, func(err error, d time.Duration) {
+	warnings, err := events.EnsureStreamsRetry(ctx, js, cfg, func(err error, d time.Duration) {
 		log.Error().Err(err).Dur("retry_in", d).Str("check", "NATS_URL and that JetStream is enabled").Msg("cannot ensure streams")
 	})
+	for _, w := range warnings {
+		log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
+	}
+	return err
 }
 
 // runDLQ is `worker dlq list|replay`.

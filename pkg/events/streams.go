@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -274,4 +275,32 @@ func ageString(d time.Duration) string {
 		return "no limit"
 	}
 	return d.String()
+}
+
+// EnsureStreamsRetry calls EnsureStreams until it succeeds or ctx ends
+// (NATS may still be starting when a command does), waiting with
+// exponential backoff up to 30 s between attempts. onRetry, when not nil,
+// hears every failure and the wait before the next attempt. It returns the
+// warnings of the successful attempt, or ctx's error.
+func EnsureStreamsRetry(ctx context.Context, js jetstream.StreamManager, cfg StreamConfig, onRetry func(err error, wait time.Duration)) ([]string, error) {
+	if _, err := cfg.withDefaults(); err != nil {
+		return nil, err // a wrong setting does not get better by waiting
+	}
+	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(30*time.Second)), ctx)
+	var warnings []string
+	err := backoff.RetryNotify(func() error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		w, err := EnsureStreams(cctx, js, cfg)
+		if err != nil {
+			return err
+		}
+		warnings = w
+		return nil
+	}, b, func(err error, d time.Duration) {
+		if onRetry != nil {
+			onRetry(err, d)
+		}
+	})
+	return warnings, err
 }

@@ -299,3 +299,34 @@ func streamConfig(ctx context.Context, t *testing.T, js jetstream.JetStream, nam
 	}
 	return s.CachedInfo().Config
 }
+
+func TestEnsureStreamsRetry(t *testing.T) {
+	ctx := testContext(t, 30*time.Second)
+	// A wrong setting fails at once instead of being retried.
+	start := time.Now()
+	if _, err := EnsureStreamsRetry(ctx, nil, StreamConfig{Replicas: 9}, nil); err == nil || time.Since(start) > time.Second {
+		t.Fatalf("bad config: got %v after %s, want an immediate error", err, time.Since(start))
+	}
+	js := newJetStream(t)
+	retries := 0
+	if _, err := EnsureStreamsRetry(ctx, js, StreamConfig{}, func(error, time.Duration) { retries++ }); err != nil || retries != 0 {
+		t.Fatalf("got %v after %d retries", err, retries)
+	}
+	// A cancelled context ends the retries.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := EnsureStreamsRetry(cctx, failingStreams{}, StreamConfig{}, nil); err == nil {
+		t.Fatal("got nil with a cancelled context and a failing server")
+	}
+}
+
+// failingStreams is a StreamManager whose every call fails.
+type failingStreams struct{ jetstream.StreamManager }
+
+func (failingStreams) Stream(context.Context, string) (jetstream.Stream, error) {
+	return nil, errors.New("no server")
+}
+
+func (failingStreams) CreateOrUpdateStream(context.Context, jetstream.StreamConfig) (jetstream.Stream, error) {
+	return nil, errors.New("no server")
+}
