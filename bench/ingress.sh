@@ -23,8 +23,9 @@
 #               puts it in memory, to tell disk stalls from the rest
 #   -t          print the per-second timeline
 #   -k          keep the work directory (logs, keys) under /tmp
-#   -P          record a CPU profile of the ingress with perf over the send
-#               window (needs perf; prints the top functions)
+#   -P          record a CPU profile of the ingress and nats-server with perf
+#               over the measured window (needs perf; prints the top
+#               functions; perf itself costs some CPU)
 # Environment: INGRESS_ENV and NATS_ENV hold extra VAR=value words for the
 # ingress and nats-server processes (e.g. INGRESS_ENV="GOMAXPROCS=1 GOGC=200").
 #
@@ -60,7 +61,7 @@ while getopts "d:u:s:c:w:g:S:tkP" opt; do
     t) TIMELINE=-timeline ;;
     k) KEEP=1 ;;
     P) PROFILE=1 ;;
-    *) sed -n '2,37p' "$0"; exit 2 ;;
+    *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -154,12 +155,12 @@ for rate in "${RATES[@]}"; do
   "$WORK/ingressload" run -url "http://$LISTEN_ADDR/notify/$MCHID" -keys "$WORK/keys" -nats "nats://$NATS_ADDR" \
     -rate "$rate" -duration "$DURATION" -ramp-up "$RAMPUP" -workers "$WORKERS" -client "$CLIENT" -max-p99 "$GOAL" $TIMELINE \
     -metrics "http://$ADMIN_ADDR/metrics" -cpu-pids "ingress=$INGRESS_PID,nats=$NATS_PID" \
-    ${PROFILE:+-profile-cmd "perf record -F 999 -g -o $WORK/perf-$rate.data -p $INGRESS_PID"}
+    ${PROFILE:+-profile-cmd "perf record -F 499 -g -o $WORK/perf-$rate.data -p $INGRESS_PID,$NATS_PID"}
   status=$?
   set -e
   if [ -n "$PROFILE" ] && [ -f "$WORK/perf-$rate.data" ]; then
-    echo "-- perf: ingress CPU by function (self, top 25)"
-    perf report -i "$WORK/perf-$rate.data" --no-children --stdio -g none --sort dso,symbol 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25 || true
+    echo "-- perf: CPU by process and function (self time, top 40)"
+    perf report -i "$WORK/perf-$rate.data" --no-children --stdio -g none --sort comm,dso,symbol 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 || true
   fi
   if grep -q . "$WORK/ingress.log"; then
     echo "-- ingress log (warn and above): $(wc -l <"$WORK/ingress.log") lines, first 5:"

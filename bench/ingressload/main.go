@@ -15,8 +15,13 @@
 //	    its clock, so every note carries now+ts-ahead and FILE is usable from
 //	    gen's start until about ts-ahead+300s later.
 //	ingressload run -url URL -rate R -duration D (-corpus FILE | -keys DIR [-gen N]) -nats URL
-//	    send; without -corpus, sign rate×duration (or N) notifications first,
-//	    in process, and start sending as soon as signing is done.
+//	    send open loop: after a linear ramp-up (-ramp-up, 5s), request i of
+//	    the measured window is due at its start + i/R whatever happened to
+//	    the others; latency counts from that due time. Without -corpus, sign
+//	    rate × (duration + ramp-up/2) notifications first, in process, and
+//	    start sending as soon as signing is done. At the end, the WXPAY
+//	    stream must hold exactly the notifications answered 200. Exit 1 on
+//	    any error or a stream mismatch, 3 when p99 misses -max-p99.
 //
 // See bench/ingress.sh for the whole benchmark and README.md ("Load
 // figures: ingress") for the figures.
