@@ -215,7 +215,11 @@ func connectNATS(common *config.Common, name string, log zerolog.Logger) (*nats.
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Error().Err(err).Msg("NATS disconnected") }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: our own Drain or Close at shutdown
+				log.Error().Err(err).Msg("NATS disconnected")
+			}
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
 	)
 	if err != nil {
