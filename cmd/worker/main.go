@@ -78,7 +78,9 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	common := config.RegisterCommon(fs, getenv)
 	consumer := config.String(fs, getenv, "consumer", "WORKER_CONSUMER", "", "durable consumer name, one per team (required)")
 	subjects := config.String(fs, getenv, "subjects", "WORKER_SUBJECTS", events.SubjectAll, "comma-separated subject filters, e.g. wxpay.*.transaction.success,wxpay.*.refund.>")
-	handlerList := config.String(fs, getenv, "handler", "WORKER_HANDLERS", "log", "comma-separated built-in handlers to run, in order: log, tracker, forward")
+	handlerList := &listFlag{}
+	handlerList.setDefault(getenv("WORKER_HANDLERS"), "log")
+	fs.Var(handlerList, "handler", "built-in handler to run: log, tracker or forward; repeat the flag or separate with commas for several, run in that order (env WORKER_HANDLERS)")
 	concurrency := config.Int(fs, getenv, "concurrency", "WORKER_CONCURRENCY", events.DefaultConcurrency, "events handled at once by this process")
 	ackWait := config.Duration(fs, getenv, "ack-wait", "WORKER_ACK_WAIT", events.DefaultAckWait, "JetStream ack wait (also the Redis lock TTL)")
 	maxDeliver := config.Int(fs, getenv, "max-deliver", "WORKER_MAX_DELIVER", events.DefaultMaxDeliver, "deliveries before a failing event is dead-lettered")
@@ -100,7 +102,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if *consumer == "" {
 		problems = append(problems, errors.New("WORKER_CONSUMER (--consumer) is required: one durable consumer name per team"))
 	}
-	names := config.SplitList(*handlerList)
+	names := handlerList.vals
 	if len(names) == 0 {
 		problems = append(problems, errors.New("WORKER_HANDLERS (--handler) names no handler"))
 	}
@@ -243,6 +245,35 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg events.Strea
 		log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
 	}
 	return err
+}
+
+// listFlag is a repeatable flag whose values may also be comma-separated;
+// the command line replaces the environment's default.
+type listFlag struct {
+	vals    []string
+	fromEnv bool
+}
+
+func (l *listFlag) setDefault(env, def string) {
+	if env == "" {
+		env = def
+	}
+	l.vals, l.fromEnv = config.SplitList(env), true
+}
+
+func (l *listFlag) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(l.vals, ",")
+}
+
+func (l *listFlag) Set(s string) error {
+	if l.fromEnv {
+		l.vals, l.fromEnv = nil, false
+	}
+	l.vals = append(l.vals, config.SplitList(s)...)
+	return nil
 }
 
 // runDLQ is `worker dlq list|replay`.

@@ -197,3 +197,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestHandlerFlagRepeats(t *testing.T) {
+	tests := []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"", nil, "log"},
+		{"tracker,forward", nil, "tracker,forward"},
+		{"tracker", []string{"--handler", "log", "--handler", "forward"}, "log,forward"},
+		{"", []string{"--handler", "log,tracker"}, "log,tracker"},
+	}
+	for _, tc := range tests {
+		var l listFlag
+		l.setDefault(tc.env, "log")
+		for i := 1; i < len(tc.args); i += 2 {
+			l.Set(tc.args[i])
+		}
+		if got := l.String(); got != tc.want {
+			t.Errorf("env %q args %q: got %s, want %s", tc.env, tc.args, got, tc.want)
+		}
+	}
+}
