@@ -826,3 +826,35 @@ func TestRunCertificateRefreshAfterStartRefresh(t *testing.T) {
 		t.Fatalf("downloads: got %d, want 1 (the refresher waits an interval after a fresh download)", got)
 	}
 }
+
+func TestRequestCarriesWechatpaySerial(t *testing.T) {
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModeBoth})
+	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
+	srv.HandleAPI("POST /v3/echo-serial", func(c *wxpaytest.Call) (int, any) {
+		return 200, map[string]string{"serial": c.Serial, "body": string(c.Body)}
+	})
+	c := newClient(t, srv, m, nil)
+	// By default the public key id: the answer is then signed with the public key.
+	var out struct{ Serial, Body string }
+	resp, err := c.DoJSON(ctx, "POST", "/v3/echo-serial", map[string]string{"x": "1"}, &out)
+	if err != nil || out.Serial != srv.PublicKey().ID || resp.KeyID != srv.PublicKey().ID {
+		t.Fatalf("default serial: %v %+v key %v", err, out, resp)
+	}
+	// A request with an encrypted field names the key it was encrypted with.
+	if err := c.RefreshCertificates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ct, keyID, err := c.EncryptSensitive("张三")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]string{"name": ct})
+	r, err := c.Do(ctx, wxpay.Request{Method: "POST", Path: "/v3/echo-serial", Body: body, WechatpaySerial: keyID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(r.Body, &out)
+	if out.Serial != keyID || out.Body != string(body) {
+		t.Fatalf("got serial %s body %s, want %s", out.Serial, out.Body, keyID)
+	}
+}
