@@ -16,11 +16,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -125,22 +123,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	// NATS: keep trying in the background; /readyz says whether we can publish.
-	nc, err := nats.Connect(strings.Join(s.common.NATSServers(), ","),
-		nats.Name("wxpay-ingress"),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: our own Drain or Close at shutdown
-				log.Error().Err(err).Msg("NATS disconnected")
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
-	)
-	if err != nil {
-		return fmt.Errorf("NATS %s: %w", s.common.NATSURL, err)
-	}
-	js, err := jetstream.New(nc)
+	nc, js, err := s.common.ConnectNATS("wxpay-ingress", log)
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -150,7 +149,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		return nil
 	})
 
-	nc, js, err := connectNATS(common, "wxpay-worker-"+*consumer, log)
+	nc, js, err := common.ConnectNATS("wxpay-worker-"+*consumer, log)
 	if err != nil {
 		return err
 	}
@@ -209,30 +208,6 @@ func redisClient(url string) (*redis.Client, error) {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	return redis.NewClient(opt), nil
-}
-
-func connectNATS(common *config.Common, name string, log zerolog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(strings.Join(common.NATSServers(), ","),
-		nats.Name(name),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: our own Drain or Close at shutdown
-				log.Error().Err(err).Msg("NATS disconnected")
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
-	)
-	if err != nil {
-		return nil, nil, fmt.Errorf("NATS_URL: %w", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, js, nil
 }
 
 // ensureStreams retries until the streams exist (NATS may still be
@@ -301,7 +276,7 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 		return usageErr(errors.New("worker dlq replay: give --consumer, --mchid or --subject, or --all to replay every dead letter"))
 	}
 	log := zerolog.Nop()
-	nc, js, err := connectNATS(common, "wxpay-worker-dlq", log)
+	nc, js, err := common.ConnectNATS("wxpay-worker-dlq", log)
 	if err != nil {
 		return err
 	}
