@@ -127,7 +127,10 @@ func TestParseNotificationRefund(t *testing.T) {
 func TestParseNotificationErrors(t *testing.T) {
 	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
 	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
-	c := newClient(t, srv, m, nil)
+	// The client's clock stands still at a whole second: the skew cases are
+	// exact, whatever time the cases take to run.
+	now := srv.Now().Truncate(time.Second)
+	c := newClient(t, srv, m, func(cfg *wxpay.Config) { cfg.Now = func() time.Time { return now } })
 	build := func(o wxpaytest.NotificationOptions) *wxpaytest.Notification {
 		n, err := srv.NewNotification(m, wxpay.EventTransactionSuccess, paidTransaction(m, "T1"), o)
 		if err != nil {
@@ -135,7 +138,6 @@ func TestParseNotificationErrors(t *testing.T) {
 		}
 		return n
 	}
-	now := srv.Now()
 	tests := []struct {
 		name   string
 		n      *wxpaytest.Notification
