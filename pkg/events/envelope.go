@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -153,11 +154,15 @@ func FromNotification(mchid string, n *wxpay.Notification, receivedAt time.Time)
 	if !validEventType(n.EventType) {
 		return Envelope{}, fmt.Errorf("%w: notification %s: event_type %q cannot be a subject", wxpay.ErrMalformed, n.ID, n.EventType)
 	}
-	if !isJSONObject(n.Plaintext) {
+	// One pass: Unmarshal checks the whole resource is valid JSON before it
+	// decodes; a leading '{' then makes it an object.
+	var idn resourceIdentity
+	err := json.Unmarshal(n.Plaintext, &idn)
+	var syntax *json.SyntaxError
+	if !startsObject(n.Plaintext) || errors.As(err, &syntax) {
 		return Envelope{}, fmt.Errorf("%w: notification %s: resource is not a JSON object", wxpay.ErrMalformed, n.ID)
 	}
-	var idn resourceIdentity
-	if err := json.Unmarshal(n.Plaintext, &idn); err != nil {
+	if err != nil {
 		// A field of the wrong type (a number for refund_id, say): no
 		// business key can be trusted, so dedupe on the notification id.
 		idn = resourceIdentity{}
@@ -471,7 +476,16 @@ func orDefault(s, def string) string {
 // id), a dedupe_key without control characters, an event_type and mchid
 // that make a valid subject, a known source, and a resource that is a JSON
 // object. Every error wraps ErrMalformedEnvelope.
-func (e Envelope) Validate() error {
+func (e Envelope) Validate() error { return e.validate(true) }
+
+// errResourceNotObject is Validate's answer for a resource that is not one
+// JSON object.
+var errResourceNotObject = fmt.Errorf("%w: resource is not a JSON object", ErrMalformedEnvelope)
+
+// validate is Validate; with resourceSyntax false the resource's JSON
+// syntax is left to the caller (Publish has the encoder check it while it
+// copies it, instead of scanning it twice).
+func (e Envelope) validate(resourceSyntax bool) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrMalformedEnvelope}, args...)...)
 	}
@@ -504,26 +518,46 @@ func (e Envelope) Validate() error {
 	if !validEventType(e.EventType) {
 		return bad("event_type %q is not a valid subject suffix", e.EventType)
 	}
-	if !isJSONObject(e.Resource) {
-		return bad("resource is not a JSON object")
+	if !startsObject(e.Resource) || resourceSyntax && !json.Valid(e.Resource) {
+		return errResourceNotObject
 	}
 	return nil
 }
 
-// isJSONObject reports whether b is one valid JSON object.
-func isJSONObject(b []byte) bool {
+// startsObject reports whether the first non-space byte of b opens an
+// object: with validity checked elsewhere, b is then a JSON object.
+func startsObject(b []byte) bool {
 	b = bytes.TrimLeft(b, " \t\r\n")
-	return len(b) > 0 && b[0] == '{' && json.Valid(b)
+	return len(b) > 0 && b[0] == '{'
 }
 
 // marshalJSON encodes v without escaping <, > and & (attach and product
 // descriptions stay readable), and without the Encoder's newline.
 func marshalJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	return encodeJSON(new(bytes.Buffer), v)
+}
+
+// encodeJSON is marshalJSON into buf (reset first); the result aliases buf.
+func encodeJSON(buf *bytes.Buffer, v any) ([]byte, error) {
+	buf.Reset()
+	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// Encoding buffers for Publish, reused: one envelope is about 1.5 KB.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuffer keeps a rare large envelope from pinning its buffer.
+const maxPooledBuffer = 16 << 10
+
+func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBuffer {
+		buffers.Put(b)
+	}
 }

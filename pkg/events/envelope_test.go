@@ -252,6 +252,12 @@ func TestFromNotificationErrors(t *testing.T) {
 		{"no plaintext", testMchID, func() *wxpay.Notification { n := good(); n.Plaintext = nil; return n }(), wxpay.ErrMalformed},
 		{"plaintext an array", testMchID, func() *wxpay.Notification { n := good(); n.Plaintext = json.RawMessage(`[1]`); return n }(), wxpay.ErrMalformed},
 		{"plaintext truncated", testMchID, func() *wxpay.Notification { n := good(); n.Plaintext = n.Plaintext[:20]; return n }(), wxpay.ErrMalformed},
+		{"plaintext with trailing bytes", testMchID, func() *wxpay.Notification {
+			n := good()
+			n.Plaintext = append(append([]byte(nil), n.Plaintext...), " x"...)
+			return n
+		}(), wxpay.ErrMalformed},
+		{"plaintext a string", testMchID, func() *wxpay.Notification { n := good(); n.Plaintext = json.RawMessage(`"{"`); return n }(), wxpay.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

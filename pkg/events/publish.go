@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -78,17 +79,29 @@ type Published struct {
 // StreamName (the subject is captured by a stream it should not be) is an
 // ErrPublish error too, since consumers of WXPAY would never see the event.
 func (p *Publisher) Publish(ctx context.Context, env Envelope) (Published, error) {
-	if err := env.Validate(); err != nil {
+	if err := env.validate(false); err != nil {
 		return Published{}, err
 	}
-	data, err := marshalJSON(env)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	data, err := encodeJSON(buf, env)
 	if err != nil {
+		// The encoder compacts the resource (a json.RawMessage) and so
+		// checks its syntax, the one check validate(false) leaves to it.
+		if !json.Valid(env.Resource) {
+			return Published{}, errResourceNotObject
+		}
 		return Published{}, fmt.Errorf("%w: encoding: %v", ErrMalformedEnvelope, err)
 	}
 	subject := Subject(env.MchID, env.EventType)
 
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
+	// A caller's deadline at least as near as ours is used as it is, which
+	// saves a timer per publish on the ingress's path.
+	if deadline, ok := ctx.Deadline(); !ok || time.Until(deadline) > p.timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+	}
 
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     25 * time.Millisecond,
@@ -100,13 +113,13 @@ func (p *Publisher) Publish(ctx context.Context, env Envelope) (Published, error
 		Clock:               backoff.SystemClock,
 	}
 	b.Reset()
+	// Nats-Msg-Id is set here rather than with jetstream.WithMsgID, and no
+	// other option writes headers, so the same message serves every attempt.
+	// nats.go copies data into its write buffer before PublishMsg returns,
+	// so buf may be reused once Publish is done.
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: {env.DedupeKey}}}
 	for {
-		// A fresh message each attempt: PublishMsg writes its headers.
-		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-		ack, err := p.js.PublishMsg(ctx, msg,
-			jetstream.WithMsgID(env.DedupeKey),
-			// Retries are ours, bounded by ctx.
-			jetstream.WithRetryAttempts(0))
+		ack, err := p.js.PublishMsg(ctx, msg, publishOpts...)
 		if err == nil {
 			if ack.Stream != StreamName {
 				return Published{}, fmt.Errorf("%w: %s on %s was stored by stream %q, not %s (check the stream subjects)",
@@ -120,6 +133,10 @@ func (p *Publisher) Publish(ctx context.Context, env Envelope) (Published, error
 		}
 	}
 }
+
+// publishOpts leaves the retries to Publish's own loop, bounded by its
+// context.
+var publishOpts = []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)}
 
 // retryablePublish decides, in one place, whether a failed publish may
 // succeed if tried again soon: no responders (no stream leader yet, or the

@@ -295,6 +295,11 @@ func TestPublishRejectsMalformedEnvelope(t *testing.T) {
 		{"no event type", func(e *Envelope) { e.EventType = "" }},
 		{"unknown source", func(e *Envelope) { e.Source = "test" }},
 		{"resource not an object", func(e *Envelope) { e.Resource = json.RawMessage(`[]`) }},
+		// Publish leaves these to the encoder's compaction: still refused.
+		{"resource invalid after its brace", func(e *Envelope) { e.Resource = json.RawMessage(`{"a":}`) }},
+		{"resource with trailing bytes", func(e *Envelope) { e.Resource = json.RawMessage(`{"a":1}x`) }},
+		{"resource two objects", func(e *Envelope) { e.Resource = json.RawMessage(`{"a":1}{"b":2}`) }},
+		{"resource empty", func(e *Envelope) { e.Resource = nil }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
