@@ -69,9 +69,14 @@ func openGCM(aeads []cipher.AEAD, nonce, associatedData, ciphertext string) ([]b
 	if len(sealed) < aeads[0].Overhead() {
 		return nil, fmt.Errorf("%w: resource ciphertext shorter than the GCM tag", ErrMalformed)
 	}
-	for _, aead := range aeads {
-		// Open in a fresh buffer each time: a failed Open may clobber dst.
-		plain, err := aead.Open(nil, []byte(nonce), sealed, []byte(associatedData))
+	for i, aead := range aeads {
+		// A failed Open may clobber dst, so only the last key decrypts in
+		// place; the ones before it open into a fresh buffer.
+		var dst []byte
+		if i == len(aeads)-1 {
+			dst = sealed[:0]
+		}
+		plain, err := aead.Open(dst, []byte(nonce), sealed, []byte(associatedData))
 		if err == nil {
 			return plain, nil
 		}
