@@ -108,7 +108,11 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if err := errors.Join(problems...); err != nil {
 		return usageErr(err)
 	}
-	log, err := config.NewLogger(*common, "worker", version, stdout)
+	// One line per notification: batched into few writes, warnings and
+	// errors written at once, the rest flushed at exit.
+	logOut := config.NewLogBuffer(stdout, 0)
+	defer logOut.Close()
+	log, err := config.NewLogger(*common, "worker", version, logOut)
 	if err != nil {
 		return usageErr(err)
 	}

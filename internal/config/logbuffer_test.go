@@ -1,0 +1,159 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// lockedBuffer is the destination: what reached it, with a count of writes.
+type lockedBuffer struct {
+	mu     sync.Mutex
+	b      bytes.Buffer
+	writes int
+	err    error
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return 0, l.err
+	}
+	l.writes++
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) snapshot() (string, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String(), l.writes
+}
+
+func TestLogBufferBatchesInfoLines(t *testing.T) {
+	dst := &lockedBuffer{}
+	lb := NewLogBuffer(dst, time.Hour) // no periodic flush during the test
+	log := zerolog.New(lb)
+	for i := range 100 {
+		log.Info().Int("i", i).Msg("notification")
+	}
+	if got, _ := dst.snapshot(); got != "" {
+		t.Fatalf("info lines written before a flush: %q", got)
+	}
+	if err := lb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, writes := dst.snapshot()
+	if n := strings.Count(got, "\n"); n != 100 {
+		t.Fatalf("%d lines after Close, want 100", n)
+	}
+	if writes != 1 {
+		t.Errorf("%d writes for 100 lines, want 1", writes)
+	}
+	// Lines keep their order and stay whole.
+	sc := bufio.NewScanner(strings.NewReader(got))
+	for i := 0; sc.Scan(); i++ {
+		if want := `{"level":"info","i":` + strconv.Itoa(i) + `,"message":"notification"}`; sc.Text() != want {
+			t.Fatalf("line %d = %s, want %s", i, sc.Text(), want)
+		}
+	}
+}
+
+func TestLogBufferWritesWarningsThrough(t *testing.T) {
+	dst := &lockedBuffer{}
+	lb := NewLogBuffer(dst, time.Hour)
+	defer lb.Close()
+	log := zerolog.New(lb)
+	log.Info().Msg("before")
+	log.Error().Msg("publish failed")
+	got, _ := dst.snapshot()
+	if !strings.Contains(got, `"before"`) || !strings.Contains(got, `"publish failed"`) ||
+		strings.Index(got, "before") > strings.Index(got, "publish failed") {
+		t.Fatalf("after an error line, the destination holds %q; want both lines, in order", got)
+	}
+	log.Warn().Msg("stale timestamp")
+	if got, _ := dst.snapshot(); !strings.Contains(got, "stale timestamp") {
+		t.Fatalf("warn line not written through: %q", got)
+	}
+}
+
+func TestLogBufferFlushesPeriodically(t *testing.T) {
+	dst := &lockedBuffer{}
+	lb := NewLogBuffer(dst, 10*time.Millisecond)
+	defer lb.Close()
+	l := zerolog.New(lb)
+	l.Info().Msg("soon")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if got, _ := dst.snapshot(); strings.Contains(got, "soon") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an info line was not flushed within 5 s at a 10 ms interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestLogBufferAfterClose(t *testing.T) {
+	dst := &lockedBuffer{}
+	lb := NewLogBuffer(dst, time.Hour)
+	lb.Close()
+	l := zerolog.New(lb)
+	l.Info().Msg("late")
+	if got, _ := dst.snapshot(); !strings.Contains(got, "late") {
+		t.Fatalf("a line after Close was not written through: %q", got)
+	}
+	if err := lb.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestLogBufferReportsWriteError(t *testing.T) {
+	dst := &lockedBuffer{err: errors.New("disk full")}
+	lb := NewLogBuffer(dst, time.Hour)
+	l := zerolog.New(lb)
+	l.Info().Msg("x")
+	if err := lb.Close(); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("Close = %v, want the write error", err)
+	}
+}
+
+func TestLogBufferConcurrent(t *testing.T) {
+	dst := &lockedBuffer{}
+	lb := NewLogBuffer(dst, time.Millisecond)
+	log := zerolog.New(lb)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				if i%50 == 0 {
+					log.Warn().Int("g", g).Msg("w")
+				} else {
+					log.Info().Int("g", g).Msg("i")
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := lb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := dst.snapshot()
+	lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+	if len(lines) != 8*500 {
+		t.Fatalf("%d lines, want %d", len(lines), 8*500)
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, `{"level":`) || !strings.HasSuffix(l, `}`) {
+			t.Fatalf("torn line %q", l)
+		}
+	}
+}
