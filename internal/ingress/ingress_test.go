@@ -387,3 +387,78 @@ func TestNATSOutage(t *testing.T) {
 		t.Fatal("the notification answered 200 after the outage is not in the stream")
 	}
 }
+
+// WeChat hanging up while the ingress works does not abandon the event: it
+// is published all the same, and WeChat's retry is then a duplicate.
+func TestClientHangUpStillPublishes(t *testing.T) {
+	f := setup(t, false)
+	n := f.notification(t, "HANGUP", wxpaytest.NotificationOptions{})
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	rec := httptest.NewRecorder()
+	f.h.ServeHTTP(rec, n.Request("/notify/1230000109").WithContext(cctx))
+	if rec.Code != 200 {
+		t.Fatalf("got %d %s", rec.Code, rec.Body)
+	}
+	if got := f.streamMsgs(t); got != 1 {
+		t.Fatalf("stream holds %d messages, want 1", got)
+	}
+}
+
+// Body buffers are reused: requests of different sizes and formats, one
+// after the other and concurrently, each publish their own content.
+func TestBodyBuffersReused(t *testing.T) {
+	f := setup(t, false)
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			// Every third one has a long attach, so the bodies differ in size.
+			res := paid(f.m.MchID, fmt.Sprintf("REUSE-%d", i))
+			if i%3 == 0 {
+				res = strings.Replace(res, `"attach":""`, `"attach":"`+strings.Repeat("x", 3000)+`"`, 1)
+			}
+			n, err := f.srv.NewNotification(f.m, wxpay.EventTransactionSuccess, res, wxpaytest.NotificationOptions{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if rec := f.post(t, "/notify/1230000109", n); rec.Code != 200 {
+				t.Errorf("%d: %d %s", i, rec.Code, rec.Body)
+			}
+		})
+	}
+	wg.Wait()
+	s, err := f.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for seq := uint64(1); seq <= 40; seq++ {
+		msg, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var env events.Envelope
+		if err := json.Unmarshal(msg.Data, &env); err != nil {
+			t.Fatal(err)
+		}
+		var tx struct {
+			OutTradeNo string `json:"out_trade_no"`
+			Attach     string `json:"attach"`
+		}
+		if err := json.Unmarshal(env.Resource, &tx); err != nil {
+			t.Fatal(err)
+		}
+		var i int
+		if _, err := fmt.Sscanf(tx.OutTradeNo, "REUSE-%d", &i); err != nil {
+			t.Fatalf("seq %d: out_trade_no %q", seq, tx.OutTradeNo)
+		}
+		if wantLong := i%3 == 0; (len(tx.Attach) == 3000) != wantLong {
+			t.Fatalf("%s: attach of %d bytes", tx.OutTradeNo, len(tx.Attach))
+		}
+		seen[tx.OutTradeNo] = true
+	}
+	if len(seen) != 40 {
+		t.Fatalf("%d distinct events of 40", len(seen))
+	}
+}
