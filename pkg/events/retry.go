@@ -1,6 +1,10 @@
 package events
 
-import "time"
+import (
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
 
 // retryJitter is the share of a redelivery delay that is randomised, up
 // or down: 0.25 spreads a delay of 4s over [3s, 5s).
@@ -12,15 +16,27 @@ const retryJitter = 0.25
 // arguments: rand returns a number in [0, 1) (math/rand/v2's Float64, or a
 // fixed value in tests).
 //
-// The delay grows exponentially from cfg.RetryBase, doubling with every
-// delivery up to cfg.RetryMax, and is then spread by ±retryJitter so that
-// events that failed together do not come back together. The result is
-// never below RetryBase nor above RetryMax. cfg must have its defaults
-// applied.
+// The schedule is cenkalti/backoff's exponential one: cfg.RetryBase on the
+// first failure, doubling with every delivery up to cfg.RetryMax. The
+// spread of ±retryJitter (so that events that failed together do not come
+// back together) is applied here rather than by the library, whose jitter
+// draws from the global random source and so cannot be pinned in tests.
+// The result is never below RetryBase nor above RetryMax. cfg must have its
+// defaults applied.
 func redeliveryDelay(numDelivered uint64, cfg RouterConfig, rand func() float64) time.Duration {
-	base := cfg.RetryBase
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     cfg.RetryBase,
+		RandomizationFactor: 0,
+		Multiplier:          2,
+		MaxInterval:         cfg.RetryMax,
+		MaxElapsedTime:      0, // JetStream's MaxDeliver ends the retries
+		Stop:                backoff.Stop,
+		Clock:               backoff.SystemClock,
+	}
+	b.Reset()
+	base := b.NextBackOff()
 	for i := uint64(1); i < numDelivered && base < cfg.RetryMax; i++ {
-		base *= 2 // RetryMax is at most a day, so this does not overflow
+		base = b.NextBackOff()
 	}
 	base = min(base, cfg.RetryMax)
 	r := rand()
