@@ -13,12 +13,12 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/wxpay-notify/wxpay-notify/internal/bufpool"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
@@ -185,8 +185,8 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) handle(ctx context.Context, w http.ResponseWriter, r *http.Request) result {
 	res := result{format: "v3", mchid: r.PathValue("mchid")}
-	buf := getBody()
-	defer putBody(buf)
+	buf := bodies.Get()
+	defer bodies.Put(buf)
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
 	// Nothing keeps body past this call: the parsers copy what they return.
 	body := buf.Bytes()
@@ -277,24 +277,9 @@ func (h *Handler) parseV2(_ context.Context, m *Merchant, body []byte, res *resu
 	return env, nil
 }
 
-// Request body buffers, reused: a v3 notification is about 1 KB, and
-// reading it into a fresh slice was the largest allocation per request.
-var bodies = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 4<<10)) }}
-
-// maxPooledBody keeps a rare large body from pinning its buffer.
-const maxPooledBody = 16 << 10
-
-func getBody() *bytes.Buffer {
-	b := bodies.Get().(*bytes.Buffer)
-	b.Reset()
-	return b
-}
-
-func putBody(b *bytes.Buffer) {
-	if b.Cap() <= maxPooledBody {
-		bodies.Put(b)
-	}
-}
+// bodies holds the request body buffers: a v3 notification is about 1 KB,
+// and reading it into a fresh slice was the largest allocation per request.
+var bodies = bufpool.New(4<<10, 16<<10)
 
 // isV2 tells a legacy XML notification from v3 JSON.
 func isV2(body []byte) bool {

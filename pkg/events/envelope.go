@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
+	"github.com/wxpay-notify/wxpay-notify/internal/bufpool"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
 
@@ -537,9 +537,9 @@ func marshalJSON(v any) ([]byte, error) {
 	return encodeJSON(new(bytes.Buffer), v)
 }
 
-// encodeJSON is marshalJSON into buf (reset first); the result aliases buf.
+// encodeJSON is marshalJSON into buf, which must be empty; the result
+// aliases buf.
 func encodeJSON(buf *bytes.Buffer, v any) ([]byte, error) {
-	buf.Reset()
 	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
@@ -548,16 +548,5 @@ func encodeJSON(buf *bytes.Buffer, v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// Encoding buffers for Publish, reused: one envelope is about 1.5 KB.
-var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// maxPooledBuffer keeps a rare large envelope from pinning its buffer.
-const maxPooledBuffer = 16 << 10
-
-func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
-
-func putBuffer(b *bytes.Buffer) {
-	if b.Cap() <= maxPooledBuffer {
-		buffers.Put(b)
-	}
-}
+// buffers holds Publish's encoding buffers: one envelope is about 1.5 KB.
+var buffers = bufpool.New(4<<10, 16<<10)

@@ -82,8 +82,8 @@ func (p *Publisher) Publish(ctx context.Context, env Envelope) (Published, error
 	if err := env.validate(false); err != nil {
 		return Published{}, err
 	}
-	buf := getBuffer()
-	defer putBuffer(buf)
+	buf := buffers.Get()
+	defer buffers.Put(buf)
 	data, err := encodeJSON(buf, env)
 	if err != nil {
 		// The encoder compacts the resource (a json.RawMessage) and so
