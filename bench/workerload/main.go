@@ -32,6 +32,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/wxpay-notify/wxpay-notify/internal/config"
 	"github.com/wxpay-notify/wxpay-notify/internal/handlers"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 )
@@ -50,9 +51,39 @@ func run() error {
 	mode := flag.String("mode", "noop", "noop or forward")
 	concurrency := flag.Int("concurrency", 64, "router concurrency")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the handling phase to this file")
+	logFile := flag.String("log", "", "the router's log at info (one line per event), through the batched writer cmd/worker uses; default a temporary file removed at the end; 'off' for none")
 	flag.Parse()
 	if *mode != "noop" && *mode != "forward" {
 		return fmt.Errorf("-mode %q: want noop or forward", *mode)
+	}
+	logger := zerolog.Nop()
+	logLines := func() string { return "log off" }
+	if *logFile != "off" {
+		var f *os.File
+		var err error
+		if *logFile == "" {
+			f, err = os.CreateTemp("", "workerload-*.log")
+		} else {
+			f, err = os.Create(*logFile)
+		}
+		if err != nil {
+			return err
+		}
+		if *logFile == "" {
+			defer os.Remove(f.Name())
+		}
+		defer f.Close()
+		lb := config.NewLogBuffer(f, 0)
+		defer lb.Close()
+		logger = zerolog.New(lb).Level(zerolog.InfoLevel).With().Timestamp().Str("service", "worker").Logger()
+		logLines = func() string {
+			lb.Flush()
+			st, err := f.Stat()
+			if err != nil {
+				return "log: " + err.Error()
+			}
+			return fmt.Sprintf("log at info: %d bytes written", st.Size())
+		}
 	}
 	ctx := context.Background()
 	nc, err := nats.Connect(*natsURL)
@@ -135,7 +166,7 @@ func run() error {
 			return nil
 		})
 	}
-	r, err := events.NewRouter(js, rdb, events.RouterConfig{Consumer: "bench", Concurrency: *concurrency, MaxAckPending: -1, Logger: zerolog.Nop()})
+	r, err := events.NewRouter(js, rdb, events.RouterConfig{Consumer: "bench", Concurrency: *concurrency, MaxAckPending: -1, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -169,8 +200,8 @@ func run() error {
 	cancel()
 	<-done
 	dones, _ := rdb.Keys(ctx, "wxpay:done:bench:*").Result()
-	fmt.Printf("mode %s: %d events in %s = %.0f events/s (worker process CPU %.2f s = %.0f µs/event, GOMAXPROCS %d); done markers %d\n",
-		*mode, *n, elapsed.Round(time.Millisecond), float64(*n)/elapsed.Seconds(), cpu.Seconds(), float64(cpu.Microseconds())/float64(*n), runtime.GOMAXPROCS(0), len(dones))
+	fmt.Printf("mode %s: %d events in %s = %.0f events/s (worker process CPU %.2f s = %.0f µs/event, GOMAXPROCS %d); done markers %d; %s\n",
+		*mode, *n, elapsed.Round(time.Millisecond), float64(*n)/elapsed.Seconds(), cpu.Seconds(), float64(cpu.Microseconds())/float64(*n), runtime.GOMAXPROCS(0), len(dones), logLines())
 	if len(dones) != *n {
 		return fmt.Errorf("%d done markers, want %d", len(dones), *n)
 	}
