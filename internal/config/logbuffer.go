@@ -15,18 +15,24 @@ const DefaultLogFlushInterval = 100 * time.Millisecond
 // LogBuffer batches log lines into few writes: the ingress and the worker
 // log one line per notification or event, and one write system call per
 // line costs more than the line itself at a few thousand per second.
-// Lines at warn level and above are written through at once, with what is
-// buffered before them, so faults are never delayed; the rest is written
-// when the buffer fills, every flush interval, and at Close. A crash loses
-// at most one interval of info lines (the events themselves are in
-// JetStream). Safe for concurrent use; it implements zerolog.LevelWriter.
+//
+// A line is written at once when nothing was written for a flush interval
+// (a quiet service logs as if unbuffered), and so is every line at warn
+// level and above, with what is buffered before it, so faults are never
+// delayed. Under load the rest waits for the buffer to fill, the next
+// periodic flush, or Close: at most one interval. A crash loses at most one
+// interval of info lines (the events themselves are in JetStream). Safe for
+// concurrent use; it implements zerolog.LevelWriter.
 type LogBuffer struct {
-	mu     sync.Mutex
-	w      *bufio.Writer
-	err    error // first write error, reported by Close
-	stop   chan struct{}
-	done   chan struct{}
-	closed bool
+	mu        sync.Mutex
+	w         *bufio.Writer
+	interval  time.Duration
+	lastWrite time.Time // when buffered lines last reached w
+	now       func() time.Time
+	err       error // first write error, reported by Close
+	stop      chan struct{}
+	done      chan struct{}
+	closed    bool
 }
 
 // NewLogBuffer buffers w and flushes it every interval (0:
@@ -35,9 +41,15 @@ func NewLogBuffer(w io.Writer, interval time.Duration) *LogBuffer {
 	if interval <= 0 {
 		interval = DefaultLogFlushInterval
 	}
-	b := &LogBuffer{w: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	b := newLogBuffer(w, interval, time.Now)
 	go b.flushEvery(interval)
 	return b
+}
+
+// newLogBuffer is NewLogBuffer without the periodic flush (tests flush on
+// their own clock); its done channel is closed once flushEvery returns.
+func newLogBuffer(w io.Writer, interval time.Duration, now func() time.Time) *LogBuffer {
+	return &LogBuffer{w: bufio.NewWriterSize(w, 64<<10), interval: interval, now: now, stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 func (b *LogBuffer) flushEvery(interval time.Duration) {
@@ -73,8 +85,11 @@ func (b *LogBuffer) WriteLevel(level zerolog.Level, p []byte) (int, error) {
 		return n, err
 	}
 	n, err := b.w.Write(p)
-	if err == nil && level >= zerolog.WarnLevel && level != zerolog.NoLevel {
-		err = b.w.Flush()
+	if err == nil {
+		now := b.now()
+		if level >= zerolog.WarnLevel && level != zerolog.NoLevel || now.Sub(b.lastWrite) >= b.interval {
+			err = b.flushLocked(now)
+		}
 	}
 	b.keep(err)
 	return n, err
@@ -84,7 +99,15 @@ func (b *LogBuffer) WriteLevel(level zerolog.Level, p []byte) (int, error) {
 func (b *LogBuffer) Flush() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.flushLocked(b.now())
+}
+
+func (b *LogBuffer) flushLocked(now time.Time) error {
+	if b.w.Buffered() == 0 {
+		return nil
+	}
 	err := b.w.Flush()
+	b.lastWrite = now
 	b.keep(err)
 	return err
 }
@@ -109,6 +132,6 @@ func (b *LogBuffer) Close() error {
 	<-b.done
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.keep(b.w.Flush())
+	b.flushLocked(b.now())
 	return b.err
 }

@@ -37,15 +37,44 @@ func (l *lockedBuffer) snapshot() (string, int) {
 	return l.b.String(), l.writes
 }
 
+// fakeClock is a LogBuffer's clock under the test's control.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// newTestBuffer is a LogBuffer with a 100 ms interval on a fake clock and
+// no periodic flush.
+func newTestBuffer(dst *lockedBuffer) (*LogBuffer, *fakeClock) {
+	clock := &fakeClock{t: time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)}
+	lb := newLogBuffer(dst, 100*time.Millisecond, clock.now)
+	close(lb.done) // no flushEvery goroutine to wait for at Close
+	return lb, clock
+}
+
 func TestLogBufferBatchesInfoLines(t *testing.T) {
 	dst := &lockedBuffer{}
-	lb := NewLogBuffer(dst, time.Hour) // no periodic flush during the test
+	lb, _ := newTestBuffer(dst)
 	log := zerolog.New(lb)
 	for i := range 100 {
 		log.Info().Int("i", i).Msg("notification")
 	}
-	if got, _ := dst.snapshot(); got != "" {
-		t.Fatalf("info lines written before a flush: %q", got)
+	// The first line found the writer quiet and went at once; the other 99
+	// came within the interval and wait.
+	if got, writes := dst.snapshot(); strings.Count(got, "\n") != 1 || writes != 1 {
+		t.Fatalf("before a flush: %d lines in %d writes, want 1 in 1", strings.Count(got, "\n"), writes)
 	}
 	if err := lb.Close(); err != nil {
 		t.Fatal(err)
@@ -54,8 +83,8 @@ func TestLogBufferBatchesInfoLines(t *testing.T) {
 	if n := strings.Count(got, "\n"); n != 100 {
 		t.Fatalf("%d lines after Close, want 100", n)
 	}
-	if writes != 1 {
-		t.Errorf("%d writes for 100 lines, want 1", writes)
+	if writes != 2 {
+		t.Errorf("%d writes for 100 lines, want 2", writes)
 	}
 	// Lines keep their order and stay whole.
 	sc := bufio.NewScanner(strings.NewReader(got))
@@ -66,12 +95,41 @@ func TestLogBufferBatchesInfoLines(t *testing.T) {
 	}
 }
 
-func TestLogBufferWritesWarningsThrough(t *testing.T) {
+// A quiet service logs as if unbuffered: a line after an interval without
+// writes goes out at once, with whatever waited before it.
+func TestLogBufferQuietLinesGoAtOnce(t *testing.T) {
 	dst := &lockedBuffer{}
-	lb := NewLogBuffer(dst, time.Hour)
+	lb, clock := newTestBuffer(dst)
 	defer lb.Close()
 	log := zerolog.New(lb)
+	log.Info().Msg("first") // written: nothing was written before
+	log.Info().Msg("second")
+	if got, _ := dst.snapshot(); strings.Contains(got, "second") {
+		t.Fatalf("a line within the interval was written at once: %q", got)
+	}
+	clock.add(99 * time.Millisecond)
+	log.Info().Msg("third")
+	if got, _ := dst.snapshot(); strings.Contains(got, "third") {
+		t.Fatalf("a line 99 ms after a write was written at once: %q", got)
+	}
+	clock.add(time.Millisecond)
+	log.Info().Msg("fourth")
+	got, _ := dst.snapshot()
+	if !strings.Contains(got, "second") || !strings.Contains(got, "third") || !strings.Contains(got, "fourth") {
+		t.Fatalf("a line 100 ms after the last write did not go out with those before it: %q", got)
+	}
+}
+
+func TestLogBufferWritesWarningsThrough(t *testing.T) {
+	dst := &lockedBuffer{}
+	lb, _ := newTestBuffer(dst)
+	defer lb.Close()
+	log := zerolog.New(lb)
+	log.Info().Msg("quiet") // written at once
 	log.Info().Msg("before")
+	if got, _ := dst.snapshot(); strings.Contains(got, "before") {
+		t.Fatalf("an info line within the interval was written at once: %q", got)
+	}
 	log.Error().Msg("publish failed")
 	got, _ := dst.snapshot()
 	if !strings.Contains(got, `"before"`) || !strings.Contains(got, `"publish failed"`) ||
@@ -86,10 +144,18 @@ func TestLogBufferWritesWarningsThrough(t *testing.T) {
 
 func TestLogBufferFlushesPeriodically(t *testing.T) {
 	dst := &lockedBuffer{}
-	lb := NewLogBuffer(dst, 10*time.Millisecond)
+	// The fake clock never moves, so after the first line only the ticker
+	// can write.
+	clock := &fakeClock{t: time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)}
+	lb := newLogBuffer(dst, 10*time.Millisecond, clock.now)
+	log := zerolog.New(lb)
+	log.Info().Msg("first")
+	log.Info().Msg("soon")
+	if got, _ := dst.snapshot(); strings.Contains(got, "soon") {
+		t.Fatalf("the second line was written before any flush: %q", got)
+	}
+	go lb.flushEvery(10 * time.Millisecond)
 	defer lb.Close()
-	l := zerolog.New(lb)
-	l.Info().Msg("soon")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if got, _ := dst.snapshot(); strings.Contains(got, "soon") {
