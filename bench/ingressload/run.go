@@ -149,7 +149,6 @@ func cmdRun(args []string) error {
 		}
 		c.Notes = c.Notes[:need]
 	}
-	n = len(c.Notes)
 	from, to := c.Window()
 	if now := time.Now(); now.Before(from.Add(2*time.Second)) || now.Add(f.rampUp+f.duration+f.timeout+5*time.Second).After(to) {
 		return exitError{1, fmt.Sprintf("run: the ingress accepts this corpus's timestamps only from %s to %s and the run would not fit: sign a new one",

@@ -109,7 +109,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	// WeChat Pay clients, one per merchant.
 	var ims []ingress.Merchant
-	var clients []*wxpay.Client
 	for _, m := range merchants {
 		wcfg, err := m.WxpayConfig()
 		if err != nil {
@@ -120,7 +119,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return fmt.Errorf("%w: merchant %s: %v", errUsage, m.MchID, err)
 		}
 		ims = append(ims, ingress.Merchant{MchID: m.MchID, Client: c, APIv2Key: m.APIv2Key()})
-		clients = append(clients, c)
 		if wcfg.DownloadCertificates {
 			mlog := log.With().Str("mchid", m.MchID).Logger()
 			if err := c.RefreshCertificates(ctx); err != nil {

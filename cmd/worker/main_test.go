@@ -53,7 +53,7 @@ func TestWorkerForwardTrackerAndDLQ(t *testing.T) {
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if err := events.VerifyForward([]byte(secret), r.Header, body, 0, time.Now()); err != nil {
-			http.Error(w, err.Error(), 401)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}
 		var ev events.Envelope
@@ -65,7 +65,7 @@ func TestWorkerForwardTrackerAndDLQ(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		if refuse[res.OutTradeNo] {
-			http.Error(w, "unknown order", 422)
+			http.Error(w, "unknown order", http.StatusUnprocessableEntity)
 			return
 		}
 		received[r.Header.Get("Idempotency-Key")]++

@@ -41,7 +41,7 @@ func TestDeliverRetriesOnWeChatSchedule(t *testing.T) {
 		r.URL.Scheme, r.URL.Host = "http", receiver.Listener.Addr().String()
 		resp, err := http.DefaultTransport.RoundTrip(r.Clone(r.Context()))
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()
