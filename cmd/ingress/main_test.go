@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,18 +16,6 @@ import (
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay/wxpaytest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func merchantEnv(t *testing.T, srv *wxpaytest.Server, m *wxpaytest.Merchant) map[string]string {
 	dir := t.TempDir()
@@ -59,7 +45,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	env["NATS_URL"] = nt.URL
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan [2]string, 1)
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, nil, func(k string) string { return env[k] }, out, func(p, a string) { addrs <- [2]string{p, a} })

@@ -19,18 +19,6 @@ import (
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func paidEnvelope(outTradeNo, txID string) events.Envelope {
 	return events.Envelope{ID: "EV-" + txID, DedupeKey: events.TransactionKey(txID), EventType: "TRANSACTION.SUCCESS",
 		MchID: "1230000109", Source: events.SourceCallback, CreateTime: "2024-03-01T10:00:00+08:00", ReceivedAt: time.Now(),
@@ -80,7 +68,7 @@ func TestWorkerForwardTrackerAndDLQ(t *testing.T) {
 	}
 	getenv := func(k string) string { return env[k] }
 	wctx, stop := context.WithCancel(ctx)
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	done := make(chan error, 1)
 	adminAddr := make(chan string, 1)
 	go func() { done <- run(wctx, nil, getenv, out, func(a string) { adminAddr <- a }) }()
