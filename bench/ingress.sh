@@ -3,7 +3,7 @@
 # storage, the ingress, and bench/ingressload sending distinct signed
 # notifications at a fixed rate (open loop), all on 127.0.0.1.
 #
-# usage: bench/ingress.sh [-d 30s] [-u 5s] [-s default|always] [-c http|raw] [-w WORKERS] [-g 50ms] [-S DIR] [-t] [-k] [-P] [RATE ...]
+# usage: bench/ingress.sh [-d 30s] [-u 5s] [-s default|always] [-c http|raw] [-w WORKERS] [-g 50ms] [-S DIR] [-t] [-k] [-P] [-F] [RATE ...]
 #   RATE        notifications/s (default 10000). Several rates make a ramp:
 #               one run per rate, each against a fresh NATS server and
 #               ingress, stopping at the first rate not held (p99 >= goal or
@@ -26,6 +26,12 @@
 #   -P          record a CPU profile of the ingress and nats-server with perf
 #               over the measured window (needs perf; prints the top
 #               functions; perf itself costs some CPU)
+#   -F          floor: run 'ingressload floor' in place of the ingress. It
+#               reads each body, publishes it to WXPAY with a Nats-Msg-Id,
+#               waits for the ack and answers 200: no signature check, no
+#               decryption, no envelope, log or metrics. Its CPU per
+#               notification is what net/http, nats.go and nats-server cost
+#               by themselves, the part no change to the ingress can remove.
 # Environment: INGRESS_ENV and NATS_ENV hold extra VAR=value words for the
 # ingress and nats-server processes (e.g. INGRESS_ENV="GOMAXPROCS=1 GOGC=200").
 #
@@ -48,8 +54,9 @@ GOAL=50ms
 TIMELINE=
 KEEP=
 PROFILE=
+FLOOR=
 STORE_PARENT=
-while getopts "d:u:s:c:w:g:S:tkP" opt; do
+while getopts "d:u:s:c:w:g:S:tkPF" opt; do
   case $opt in
     d) DURATION=$OPTARG ;;
     u) RAMPUP=$OPTARG ;;
@@ -61,6 +68,7 @@ while getopts "d:u:s:c:w:g:S:tkP" opt; do
     t) TIMELINE=-timeline ;;
     k) KEEP=1 ;;
     P) PROFILE=1 ;;
+    F) FLOOR=1 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   esac
 done
@@ -132,6 +140,13 @@ start_services() { # store dir
   NATS_PID=$!
   for _ in $(seq 1 50); do port_open "$NATS_ADDR" && break; sleep 0.1; done
   port_open "$NATS_ADDR" || { echo "bench: nats-server did not start" >&2; cat "$WORK/nats.log" >&2; return 1; }
+  if [ -n "$FLOOR" ]; then
+    # shellcheck disable=SC2086
+    env ${INGRESS_ENV:-} "$WORK/ingressload" floor -listen "$LISTEN_ADDR" -nats "nats://$NATS_ADDR" >"$WORK/ingress.log" 2>&1 &
+    INGRESS_PID=$!
+    for _ in $(seq 1 50); do port_open "$LISTEN_ADDR" && return 0; sleep 0.1; done
+    echo "bench: the floor server did not start" >&2; cat "$WORK/ingress.log" >&2; return 1
+  fi
   (
     set -a
     . "$WORK/keys/ingress.env"
@@ -144,7 +159,9 @@ start_services() { # store dir
   wait_ready "http://$ADMIN_ADDR/readyz" ingress || { cat "$WORK/ingress.log" >&2; return 1; }
 }
 
-echo "== machine: $(nproc) cores, $(uname -r); nats-server $NATS_VERSION (sync_interval: $SYNC, store under ${STORE_PARENT:-$WORK}); go $(go env GOVERSION); client $CLIENT${INGRESS_ENV:+; ingress env $INGRESS_ENV}${NATS_ENV:+; nats env $NATS_ENV}"
+echo "== machine: $(nproc) cores, $(uname -r); ${FLOOR:+FLOOR (ingressload floor in place of the ingress); }nats-server $NATS_VERSION (sync_interval: $SYNC, store under ${STORE_PARENT:-$WORK}); go $(go env GOVERSION); client $CLIENT${INGRESS_ENV:+; ingress env $INGRESS_ENV}${NATS_ENV:+; nats env $NATS_ENV}"
+SERVER_NAME=ingress METRICS_URL=http://$ADMIN_ADDR/metrics
+if [ -n "$FLOOR" ]; then SERVER_NAME=floor METRICS_URL=; fi
 status=0
 for rate in "${RATES[@]}"; do
   echo
@@ -154,7 +171,7 @@ for rate in "${RATES[@]}"; do
   set +e
   "$WORK/ingressload" run -url "http://$LISTEN_ADDR/notify/$MCHID" -keys "$WORK/keys" -nats "nats://$NATS_ADDR" \
     -rate "$rate" -duration "$DURATION" -ramp-up "$RAMPUP" -workers "$WORKERS" -client "$CLIENT" -max-p99 "$GOAL" $TIMELINE \
-    -metrics "http://$ADMIN_ADDR/metrics" -cpu-pids "ingress=$INGRESS_PID,nats=$NATS_PID" \
+    -metrics "$METRICS_URL" -cpu-pids "$SERVER_NAME=$INGRESS_PID,nats=$NATS_PID" \
     ${PROFILE:+-profile-cmd "perf record -F 499 -g -o $WORK/perf-$rate.data -p $INGRESS_PID,$NATS_PID"}
   status=$?
   set -e
@@ -165,7 +182,9 @@ for rate in "${RATES[@]}"; do
   # The ingress logs one line per notification at info (its default level,
   # as in production); show the lines at warn and above.
   lines=$(wc -l <"$WORK/ingress.log")
-  if grep -qvE '"level":"(info|debug)"' "$WORK/ingress.log"; then
+  if [ -n "$FLOOR" ]; then
+    echo "-- floor log: $(tail -n 3 "$WORK/ingress.log" | tr '\n' ' ')"
+  elif grep -qvE '"level":"(info|debug)"' "$WORK/ingress.log"; then
     echo "-- ingress log: $lines lines; warn and above: $(grep -cvE '"level":"(info|debug)"' "$WORK/ingress.log"), first 5:"
     grep -vE '"level":"(info|debug)"' "$WORK/ingress.log" | head -5
   else

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
 
@@ -129,5 +131,55 @@ func TestRawClient(t *testing.T) {
 	}
 	if got.Load() != 4 || dials.Load() > 2 {
 		t.Fatalf("%d posts over %d connections", got.Load(), dials.Load())
+	}
+}
+
+// The floor server stores each distinct body once and answers as the
+// ingress does; a repeated Wechatpay-Nonce is one message (its Nats-Msg-Id).
+func TestFloorPublishesAndAnswers(t *testing.T) {
+	nt := testenv.StartNATS(t)
+	_, js := testenv.Connect(t, nt.URL)
+	if _, err := events.EnsureStreams(t.Context(), js, events.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(floorHandler(js, 2*time.Second))
+	defer srv.Close()
+	post := func(nonce, body string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/notify/1230000109", bytes.NewBufferString(body))
+		req.Header.Set("Wechatpay-Nonce", nonce)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, n := range []string{"a", "b", "a"} {
+		if code, body := post(n, `{"id":"`+n+`"}`); code != 200 || body != `{"code":"SUCCESS","message":"成功"}` {
+			t.Fatalf("nonce %s: %d %s", n, code, body)
+		}
+	}
+	if code, _ := post("c", ""); code != http.StatusBadRequest {
+		t.Fatalf("empty body: %d, want 400", code)
+	}
+	s, err := js.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Fatalf("stream holds %d messages, want 2 (a, b)", info.State.Msgs)
+	}
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("GET: %d", resp.StatusCode)
 	}
 }

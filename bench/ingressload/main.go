@@ -47,6 +47,8 @@ func main() {
 		err = cmdGen(os.Args[2:])
 	case "run":
 		err = cmdRun(os.Args[2:])
+	case "floor":
+		err = cmdFloor(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 	default:
@@ -72,6 +74,7 @@ func usage() {
   ingressload keys -dir DIR
   ingressload gen  -n N -out FILE -keys DIR [-ts-ahead 280s] [-workers NCPU]
   ingressload run  -url URL -rate R -duration D (-corpus FILE | -keys DIR [-gen N]) -nats URL [flags]
+  ingressload floor [-listen ADDR] [-nats URL]   (the least an ingress must do: read, publish, answer)
 run 'ingressload SUBCOMMAND -h' for the flags.
 `)
 	os.Exit(2)

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxpay-notify/wxpay-notify/internal/bufpool"
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
+)
+
+// cmdFloor serves the least an ingress built on net/http and nats.go can do
+// per notification: read the body and, with -nats, publish it to the WXPAY
+// stream with a Nats-Msg-Id and wait for the acknowledgement, then answer
+// 200. No signature check, no decryption, no envelope, no log line, no
+// metric. Driven by 'run' like the real ingress (with the same corpus, the
+// same rate and the same CPU accounting), it tells how much of the
+// ingress's CPU per notification is the HTTP exchange and the publish
+// themselves, which no change to the ingress's own code can remove.
+func cmdFloor(args []string) error {
+	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:8089", "HTTP address")
+	natsURL := fs.String("nats", "", "NATS server: publish each body to the WXPAY stream (created like the ingress does) and wait for the ack; empty: answer without publishing")
+	pubTimeout := fs.Duration("publish-timeout", events.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var js jetstream.JetStream
+	if *natsURL != "" {
+		nc, err := nats.Connect(*natsURL, nats.Name("ingressload-floor"))
+		if err != nil {
+			return fmt.Errorf("NATS %s: %w", *natsURL, err)
+		}
+		defer nc.Drain()
+		if js, err = jetstream.New(nc); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := events.EnsureStreams(ctx, js, events.StreamConfig{}); err != nil {
+			return fmt.Errorf("streams on %s: %w", *natsURL, err)
+		}
+	}
+	srv := &http.Server{
+		Addr:    *listen,
+		Handler: floorHandler(js, *pubTimeout),
+		// The ingress's timeouts.
+		ReadHeaderTimeout: 3 * time.Second,
+		ReadTimeout:       5 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "floor: serving on %s (publish: %v)\n", ln.Addr(), js != nil)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// floorSubject is a subject of the WXPAY stream.
+var floorSubject = events.Subject("1230000109", wxpay.EventTransactionSuccess)
+
+func floorHandler(js jetstream.JetStream, pubTimeout time.Duration) http.Handler {
+	bodies := bufpool.New(4<<10, 64<<10)
+	ok := []byte(`{"code":"SUCCESS","message":"成功"}`)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		buf := bodies.Get()
+		defer bodies.Put(buf)
+		n, err := buf.ReadFrom(io.LimitReader(r.Body, 64<<10))
+		if err != nil || n == 0 {
+			http.Error(w, "body: "+fmt.Sprint(err), http.StatusBadRequest)
+			return
+		}
+		if js != nil {
+			id := r.Header.Get("Wechatpay-Nonce")
+			if id == "" {
+				id = strconv.FormatInt(time.Now().UnixNano(), 10)
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), pubTimeout)
+			_, err := js.PublishMsg(ctx, &nats.Msg{
+				Subject: floorSubject,
+				Header:  nats.Header{jetstream.MsgIDHeader: []string{id}},
+				Data:    buf.Bytes(),
+			})
+			cancel()
+			if err != nil {
+				http.Error(w, "publish: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(ok)
+	})
+}
