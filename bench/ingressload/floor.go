@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -37,6 +38,9 @@ func cmdFloor(args []string) error {
 	pubTimeout := fs.Duration("publish-timeout", events.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400) // as cmd/ingress
 	}
 	var js jetstream.JetStream
 	if *natsURL != "" {
