@@ -36,6 +36,7 @@ func cmdFloor(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8089", "HTTP address")
 	natsURL := fs.String("nats", "", "NATS server: publish each body to the WXPAY stream (created like the ingress does) and wait for the ack; empty: answer without publishing")
 	pubTimeout := fs.Duration("publish-timeout", events.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement")
+	async := fs.Bool("async", false, "publish with nats.go's asynchronous API (PublishMsgAsync, then wait for the ack future) instead of PublishMsg")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,7 +61,7 @@ func cmdFloor(args []string) error {
 	}
 	srv := &http.Server{
 		Addr:    *listen,
-		Handler: floorHandler(js, *pubTimeout),
+		Handler: floorHandler(js, *pubTimeout, *async),
 		// The ingress's timeouts.
 		ReadHeaderTimeout: 3 * time.Second,
 		ReadTimeout:       5 * time.Second,
@@ -89,7 +90,7 @@ func cmdFloor(args []string) error {
 // floorSubject is a subject of the WXPAY stream.
 var floorSubject = events.Subject("1230000109", wxpay.EventTransactionSuccess)
 
-func floorHandler(js jetstream.JetStream, pubTimeout time.Duration) http.Handler {
+func floorHandler(js jetstream.JetStream, pubTimeout time.Duration, async bool) http.Handler {
 	bodies := bufpool.New(4<<10, 64<<10)
 	ok := []byte(`{"code":"SUCCESS","message":"成功"}`)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -109,13 +110,19 @@ func floorHandler(js jetstream.JetStream, pubTimeout time.Duration) http.Handler
 			if id == "" {
 				id = strconv.FormatInt(time.Now().UnixNano(), 10)
 			}
-			ctx, cancel := context.WithTimeout(r.Context(), pubTimeout)
-			_, err := js.PublishMsg(ctx, &nats.Msg{
+			msg := &nats.Msg{
 				Subject: floorSubject,
 				Header:  nats.Header{jetstream.MsgIDHeader: []string{id}},
 				Data:    buf.Bytes(),
-			})
-			cancel()
+			}
+			var err error
+			if async {
+				err = publishAsync(js, msg, pubTimeout)
+			} else {
+				ctx, cancel := context.WithTimeout(r.Context(), pubTimeout)
+				_, err = js.PublishMsg(ctx, msg)
+				cancel()
+			}
 			if err != nil {
 				http.Error(w, "publish: "+err.Error(), http.StatusInternalServerError)
 				return
@@ -124,4 +131,21 @@ func floorHandler(js jetstream.JetStream, pubTimeout time.Duration) http.Handler
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(ok)
 	})
+}
+
+func publishAsync(js jetstream.JetStream, msg *nats.Msg, timeout time.Duration) error {
+	f, err := js.PublishMsgAsync(msg)
+	if err != nil {
+		return err
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-t.C:
+		return errors.New("no acknowledgement within " + timeout.String())
+	}
 }

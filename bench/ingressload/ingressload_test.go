@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
@@ -142,8 +145,21 @@ func TestFloorPublishesAndAnswers(t *testing.T) {
 	if _, err := events.EnsureStreams(t.Context(), js, events.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(floorHandler(js, 2*time.Second))
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprintf("async=%v", async), func(t *testing.T) { testFloor(t, js, async) })
+	}
+}
+
+func testFloor(t *testing.T, js jetstream.JetStream, async bool) {
+	srv := httptest.NewServer(floorHandler(js, 2*time.Second, async))
 	defer srv.Close()
+	s, err := js.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	post := func(nonce, body string) (int, string) {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/notify/1230000109", bytes.NewBufferString(body))
 		req.Header.Set("Wechatpay-Nonce", nonce)
@@ -155,17 +171,15 @@ func TestFloorPublishesAndAnswers(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	// Purging a stream keeps its Nats-Msg-Id window: each run its own ids.
 	for _, n := range []string{"a", "b", "a"} {
+		n = fmt.Sprint(n, async)
 		if code, body := post(n, `{"id":"`+n+`"}`); code != 200 || body != `{"code":"SUCCESS","message":"成功"}` {
 			t.Fatalf("nonce %s: %d %s", n, code, body)
 		}
 	}
 	if code, _ := post("c", ""); code != http.StatusBadRequest {
 		t.Fatalf("empty body: %d, want 400", code)
-	}
-	s, err := js.Stream(t.Context(), events.StreamName)
-	if err != nil {
-		t.Fatal(err)
 	}
 	info, err := s.Info(t.Context())
 	if err != nil {
