@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxpay-notify/wxpay-notify/internal/bufpool"
+	"github.com/wxpay-notify/wxpay-notify/internal/ingress"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
@@ -91,7 +92,7 @@ func cmdFloor(args []string) error {
 var floorSubject = events.Subject("1230000109", wxpay.EventTransactionSuccess)
 
 func floorHandler(js jetstream.JetStream, pubTimeout time.Duration, async bool) http.Handler {
-	bodies := bufpool.New(4<<10, 64<<10)
+	bodies := bufpool.New(4<<10, ingress.DefaultMaxBodyBytes)
 	ok := []byte(`{"code":"SUCCESS","message":"成功"}`)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -100,9 +101,12 @@ func floorHandler(js jetstream.JetStream, pubTimeout time.Duration, async bool) 
 		}
 		buf := bodies.Get()
 		defer bodies.Put(buf)
-		n, err := buf.ReadFrom(io.LimitReader(r.Body, 64<<10))
-		if err != nil || n == 0 {
-			http.Error(w, "body: "+fmt.Sprint(err), http.StatusBadRequest)
+		switch n, err := buf.ReadFrom(io.LimitReader(r.Body, ingress.DefaultMaxBodyBytes)); {
+		case err != nil:
+			http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+			return
+		case n == 0:
+			http.Error(w, "empty body", http.StatusBadRequest)
 			return
 		}
 		if js != nil {

@@ -178,8 +178,8 @@ func testFloor(t *testing.T, js jetstream.JetStream, async bool) {
 			t.Fatalf("nonce %s: %d %s", n, code, body)
 		}
 	}
-	if code, _ := post("c", ""); code != http.StatusBadRequest {
-		t.Fatalf("empty body: %d, want 400", code)
+	if code, body := post("c", ""); code != http.StatusBadRequest || body != "empty body\n" {
+		t.Fatalf("empty body: %d %q, want 400 empty body", code, body)
 	}
 	info, err := s.Info(t.Context())
 	if err != nil {
