@@ -229,15 +229,9 @@ func buildNote(k *Keys, buf *bytes.Buffer, runID string, runNum uint64, i int, t
 	if err != nil {
 		return Note{}, err
 	}
-	env := struct {
-		ID           string                  `json:"id"`
-		CreateTime   string                  `json:"create_time"`
-		ResourceType string                  `json:"resource_type"`
-		EventType    string                  `json:"event_type"`
-		Summary      string                  `json:"summary"`
-		Resource     wxpay.EncryptedResource `json:"resource"`
-	}{uuidLike(), created.Format(time.RFC3339), wxpay.ResourceTypeEncrypted, wxpay.EventTransactionSuccess, "支付成功",
-		wxpay.EncryptedResource{OriginalType: "transaction", Algorithm: wxpay.AlgorithmAEADAES256GCM, Ciphertext: ct, AssociatedData: "transaction", Nonce: rnonce}}
+	env := wxpay.Notification{ID: uuidLike(), CreateTime: created.Format(time.RFC3339), ResourceType: wxpay.ResourceTypeEncrypted,
+		EventType: wxpay.EventTransactionSuccess, Summary: "支付成功",
+		Resource: wxpay.EncryptedResource{OriginalType: "transaction", Algorithm: wxpay.AlgorithmAEADAES256GCM, Ciphertext: ct, AssociatedData: "transaction", Nonce: rnonce}}
 	buf.Reset()
 	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
