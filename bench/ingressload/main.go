@@ -23,8 +23,8 @@
 //	    stream must hold exactly the notifications answered 200. Exit 1 on
 //	    any error or a stream mismatch, 3 when p99 misses -max-p99.
 //
-// See bench/ingress.sh for the whole benchmark and README.md ("Load
-// figures: ingress") for the figures.
+// See bench/ingress.sh for the whole benchmark and bench/README.md
+// ("Ingress") for the figures.
 package main
 
 import (
