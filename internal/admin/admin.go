@@ -69,7 +69,8 @@ func NATSReady(nc *nats.Conn, js jetstream.JetStream, streams ...string) Check {
 	}
 }
 
-// Flag is a Check that fails with msg until Set(true).
+// Flag is a Check that fails with msg until Set is called: a readiness
+// condition that becomes true once, such as "the consumer has started".
 type Flag struct {
 	ch  chan struct{}
 	msg string

@@ -13,7 +13,10 @@ import (
 // NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT: JSON
 // lines by default, zerolog.ConsoleWriter for "console" (colored only when w
 // is a terminal). Every line carries a timestamp and the fields service and
-// version. A nil w means os.Stderr. It changes no zerolog globals.
+// version. A nil w means os.Stderr. It changes no zerolog globals; it does
+// route go-redis's log lines (a process-wide setting) into the new logger
+// with RouteRedisLogs, so that a Redis outage is logged as rate-limited JSON
+// warnings rather than plain text on stderr several times a second.
 func NewLogger(c Common, service, version string, w io.Writer) (zerolog.Logger, error) {
 	level, err := parseLevel(c.LogLevel)
 	if err != nil {
@@ -29,11 +32,13 @@ func NewLogger(c Common, service, version string, w io.Writer) (zerolog.Logger, 
 	if format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !isTerminal(w)}
 	}
-	return zerolog.New(w).Level(level).With().
+	log := zerolog.New(w).Level(level).With().
 		Timestamp().
 		Str("service", service).
 		Str("version", version).
-		Logger(), nil
+		Logger()
+	RouteRedisLogs(log)
+	return log, nil
 }
 
 func parseLevel(s string) (zerolog.Level, error) {

@@ -26,15 +26,19 @@ type ForwardConfig struct {
 	Secret []byte
 	// Timeout per call; default DefaultForwardTimeout.
 	Timeout time.Duration
-	// HTTPClient defaults to a plain client (Timeout applies per call).
+	// HTTPClient defaults to a plain client (Timeout applies per call). Its
+	// redirect policy is replaced: a redirect is never followed.
 	HTTPClient *http.Client
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
 
 // Forward POSTs each event to an HTTP endpoint: 2xx is success; 408, 429
-// and 5xx (and transport failures) are retried; any other 4xx is permanent
-// and dead-letters the event.
+// and 5xx (and transport failures) are retried; a redirect (any 3xx) and any
+// other 4xx are permanent and dead-letter the event. A redirect is not
+// followed: the client would turn the POST into a GET, whose 200 would mark
+// an event done that the receiver never got. Error texts show FORWARD_URL
+// without its user info and query, which often hold credentials.
 type Forward struct {
 	cfg ForwardConfig
 }
@@ -43,7 +47,7 @@ type Forward struct {
 func NewForward(cfg ForwardConfig) (*Forward, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("FORWARD_URL %q is not an http(s) URL", cfg.URL)
+		return nil, fmt.Errorf("FORWARD_URL %s is not an http(s) URL", redact(cfg.URL))
 	}
 	if len(cfg.Secret) < 16 {
 		return nil, errors.New("FORWARD_SECRET must be at least 16 bytes (receivers verify the signature with it)")
@@ -51,9 +55,13 @@ func NewForward(cfg ForwardConfig) (*Forward, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultForwardTimeout
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{}
+	client := &http.Client{}
+	if cfg.HTTPClient != nil {
+		c := *cfg.HTTPClient // the caller's client keeps its own policy
+		client = &c
 	}
+	client.CheckRedirect = refuseRedirect
+	cfg.HTTPClient = client
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -70,7 +78,7 @@ func (f *Forward) HandleEvent(ctx context.Context, ev events.Envelope) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.cfg.URL, bytes.NewReader(body))
 	if err != nil {
-		return events.Permanent(fmt.Errorf("forward: %w", err))
+		return events.Permanent(fmt.Errorf("forward: %w", redactErr(err)))
 	}
 	ts := f.cfg.Now().Unix()
 	req.Header.Set("Content-Type", "application/json")
@@ -79,7 +87,7 @@ func (f *Forward) HandleEvent(ctx context.Context, ev events.Envelope) error {
 	req.Header.Set(events.HeaderForwardSig, events.SignForward(f.cfg.Secret, ts, body))
 	resp, err := f.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("forward to %s: %w (will retry)", redact(f.cfg.URL), err)
+		return fmt.Errorf("forward: %w (will retry)", redactErr(err))
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
@@ -92,6 +100,12 @@ func classify(resp *http.Response, snippet []byte, now time.Time) error {
 	switch {
 	case code >= 200 && code < 300:
 		return nil
+	case code >= 300 && code < 400:
+		to := "no Location"
+		if loc, err := resp.Location(); err == nil {
+			to = redactURL(loc)
+		}
+		return events.Permanent(fmt.Errorf("forward: receiver redirected with %d to %s; the event was not delivered: set FORWARD_URL to the final address", code, to))
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		err := fmt.Errorf("forward: receiver answered %d: %.200q (will retry)", code, snippet)
 		if d, ok := retryAfter(resp.Header.Get("Retry-After"), now); ok {
@@ -122,12 +136,32 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 	return max(0, min(d, time.Hour)), true
 }
 
-// redact drops credentials and the query from a URL for messages.
+// refuseRedirect is the forward client's CheckRedirect: the 3xx answer is
+// returned as it is, for classify to refuse.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// redact drops the user info, the query and the fragment of a URL for
+// messages: receivers often put a token in one of them.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "(forward URL)"
+		return "(unparsable URL)"
 	}
-	u.User, u.RawQuery = nil, ""
-	return u.String()
+	return redactURL(u)
+}
+
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User, c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = nil, "", false, "", ""
+	return c.String()
+}
+
+// redactErr redacts the URL that net/http puts in its errors (a
+// *url.Error's text is the method, the full URL and the cause).
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = redact(ue.URL)
+	}
+	return err
 }

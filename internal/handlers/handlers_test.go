@@ -5,11 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,99 +35,6 @@ func TestLogWritesIDsNotPersonalData(t *testing.T) {
 	}
 	if strings.Contains(out, "oUpF8u") {
 		t.Fatalf("openid logged: %s", out)
-	}
-}
-
-func TestForward(t *testing.T) {
-	secret := []byte("0123456789abcdef-secret")
-	var mu sync.Mutex
-	var got []*http.Request
-	var bodies [][]byte
-	status := 200
-	retryAfterHdr := ""
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		got, bodies = append(got, r), append(bodies, b)
-		s, ra := status, retryAfterHdr
-		mu.Unlock()
-		if ra != "" {
-			w.Header().Set("Retry-After", ra)
-		}
-		w.WriteHeader(s)
-	}))
-	defer recv.Close()
-	f, err := NewForward(ForwardConfig{URL: recv.URL + "/hooks/wxpay", Secret: secret, Timeout: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T1"}`)
-	if err := f.HandleEvent(ctx, ev); err != nil {
-		t.Fatal(err)
-	}
-	r, body := got[0], bodies[0]
-	if r.Header.Get("Content-Type") != "application/json" || r.Header.Get("Idempotency-Key") != ev.DedupeKey {
-		t.Fatalf("headers %v", r.Header)
-	}
-	if err := events.VerifyForward(secret, r.Header, body, 0, time.Now()); err != nil {
-		t.Fatalf("receiver cannot verify: %v", err)
-	}
-	var back events.Envelope
-	if err := json.Unmarshal(body, &back); err != nil || back.DedupeKey != ev.DedupeKey || string(back.Resource) != `{"out_trade_no":"T1"}` {
-		t.Fatalf("body %s", body)
-	}
-
-	tests := []struct {
-		status     int
-		retryAfter string
-		permanent  bool
-		delay      time.Duration
-	}{
-		{204, "", false, 0}, {408, "", false, 0}, {429, "7", false, 7 * time.Second}, {429, "", false, 0},
-		{500, "", false, 0}, {502, "", false, 0}, {503, "", false, 0},
-		{400, "", true, 0}, {401, "", true, 0}, {404, "", true, 0}, {409, "", true, 0}, {422, "", true, 0},
-	}
-	for _, tc := range tests {
-		mu.Lock()
-		status, retryAfterHdr = tc.status, tc.retryAfter
-		mu.Unlock()
-		err := f.HandleEvent(ctx, ev)
-		if tc.status < 300 {
-			if err != nil {
-				t.Fatalf("%d: %v", tc.status, err)
-			}
-			continue
-		}
-		if err == nil || events.IsPermanent(err) != tc.permanent {
-			t.Fatalf("%d: got %v, want permanent=%v", tc.status, err, tc.permanent)
-		}
-		var ra *events.RetryAfterError
-		if tc.delay > 0 && (!errors.As(err, &ra) || ra.Delay != tc.delay) {
-			t.Fatalf("%d: got %v, want a retry after %s", tc.status, err, tc.delay)
-		}
-	}
-
-	// A receiver slower than the timeout, or gone, is retried.
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(2 * time.Second) }))
-	defer slow.Close()
-	fs, _ := NewForward(ForwardConfig{URL: slow.URL, Secret: secret, Timeout: 100 * time.Millisecond})
-	start := time.Now()
-	if err := fs.HandleEvent(ctx, ev); err == nil || events.IsPermanent(err) || time.Since(start) > time.Second {
-		t.Fatalf("slow receiver: %v after %s", err, time.Since(start))
-	}
-	gone := httptest.NewServer(http.NotFoundHandler())
-	gone.Close()
-	fg, _ := NewForward(ForwardConfig{URL: gone.URL, Secret: secret})
-	if err := fg.HandleEvent(ctx, ev); err == nil || events.IsPermanent(err) {
-		t.Fatalf("unreachable receiver: %v", err)
-	}
-}
-
-func TestNewForwardRejectsBadConfig(t *testing.T) {
-	for _, cfg := range []ForwardConfig{{URL: "ftp://x", Secret: make([]byte, 32)}, {URL: "http://x", Secret: []byte("short")}} {
-		if _, err := NewForward(cfg); err == nil {
-			t.Fatalf("accepted %+v", cfg)
-		}
 	}
 }
 
