@@ -85,9 +85,12 @@ type Envelope struct {
 	// notification's shape (wxpay.Transaction, wxpay.RefundNotice), also for
 	// v2 notifications and reconciler findings.
 	Resource json.RawMessage `json:"resource"`
-	// V2 holds the fields of a v2 notification as received (for a refund:
-	// the outer fields merged with the decrypted req_info, without
-	// req_info). It is set only for SourceCallbackV2.
+	// V2 holds the authenticated fields of a v2 notification as received,
+	// and only those (wxpay.V2Notification.Authenticated): for a pay result
+	// the fields its sign covers (all but sign, empty ones left out); for a
+	// refund the decrypted req_info fields, without any outer field (the
+	// outer appid, mch_id, sub_mch_id, ... of a refund notice are not
+	// authenticated). It is set only for SourceCallbackV2.
 	V2 map[string]string `json:"v2,omitempty"`
 }
 
@@ -225,21 +228,27 @@ const (
 //
 // A refund becomes REFUND.SUCCESS, REFUND.ABNORMAL (v2 CHANGE) or
 // REFUND.CLOSED (v2 REFUNDCLOSE) with a wxpay.RefundNotice resource:
-// mchid, out_trade_no, transaction_id, out_refund_no, refund_id,
-// refund_status (SUCCESS, ABNORMAL, CLOSED), success_time (RFC 3339, when
-// given), user_received_account = refund_recv_accout and
-// amount{total = total_fee, refund = refund_fee, payer_total, payer_refund}.
-// v2 does not report the payer's share of a refund; payer_total is
-// settlement_total_fee (total minus non-recharge coupons), else cash_fee,
-// else total_fee, and payer_refund is settlement_refund_fee, else
-// cash_refund_fee, else refund_fee. In partner mode it also has sp_mchid
-// and sub_mchid. Decrypted req_info fields win over outer fields of the same
-// name, because only req_info is authenticated.
+// mchid (always the mchid argument), out_trade_no, transaction_id,
+// out_refund_no, refund_id, refund_status (SUCCESS, ABNORMAL, CLOSED),
+// success_time (RFC 3339, when given), user_received_account =
+// refund_recv_accout and amount{total = total_fee, refund = refund_fee,
+// payer_total, payer_refund}. v2 does not report the payer's share of a
+// refund; payer_total is settlement_total_fee (total minus non-recharge
+// coupons), else cash_fee, else total_fee, and payer_refund is
+// settlement_refund_fee, else cash_refund_fee, else refund_fee. sp_mchid
+// and sub_mchid are set only when req_info itself carries sub_mch_id.
+//
+// Only authenticated fields are used (wxpay.V2Notification.Authenticated):
+// the fields the sign covers for a pay result, the decrypted req_info for a
+// refund. A refund notice's outer fields are not authenticated, so nothing
+// of them reaches the resource or the v2 field, not even in partner mode
+// (the outer sub_mch_id is not known to be the sub-merchant's).
 //
 // Errors: an invalid mchid wraps ErrMalformedEnvelope; a missing identity
 // field (transaction_id; refund_id, refund_status), an unknown refund
-// status, an amount that is not a non-negative integer or a time in the
-// wrong form wraps wxpay.ErrMalformed.
+// status, an amount that is not a non-negative integer, a time in the
+// wrong form or a req_info mch_id other than mchid wraps
+// wxpay.ErrMalformed.
 func FromV2(mchid string, v *wxpay.V2Notification, receivedAt time.Time) (Envelope, error) {
 	if !ValidMchID(mchid) {
 		return Envelope{}, fmt.Errorf("%w: merchant id %q is not a valid subject token", ErrMalformedEnvelope, mchid)
@@ -260,7 +269,7 @@ func FromV2(mchid string, v *wxpay.V2Notification, receivedAt time.Time) (Envelo
 	)
 	switch v.Kind {
 	case wxpay.V2KindPay:
-		env.V2 = cloneFields(v.Fields, nil)
+		env.V2 = v.Authenticated()
 		var t *wxpay.Transaction
 		t, err = v2Transaction(mchid, env.V2)
 		if err == nil {
@@ -271,8 +280,7 @@ func FromV2(mchid string, v *wxpay.V2Notification, receivedAt time.Time) (Envelo
 			env.OriginalType = OriginalTypeTransaction
 		}
 	case wxpay.V2KindRefund:
-		env.V2 = cloneFields(v.Fields, v.Refund)
-		delete(env.V2, "req_info")
+		env.V2 = v.Authenticated()
 		var r *wxpay.RefundNotice
 		r, err = v2Refund(mchid, env.V2)
 		if err == nil {
@@ -298,18 +306,6 @@ func FromV2(mchid string, v *wxpay.V2Notification, receivedAt time.Time) (Envelo
 		return Envelope{}, fmt.Errorf("%w: encoding the v2 resource: %v", wxpay.ErrMalformed, err)
 	}
 	return env, nil
-}
-
-// cloneFields copies outer, then inner over it, into a new map.
-func cloneFields(outer, inner map[string]string) map[string]string {
-	m := make(map[string]string, len(outer)+len(inner))
-	for k, v := range outer {
-		m[k] = v
-	}
-	for k, v := range inner {
-		m[k] = v
-	}
-	return m
 }
 
 // v2Transaction maps the fields of a v2 pay result onto a v3 transaction.
@@ -375,9 +371,12 @@ func v2RefundStatus(s string) (string, bool) {
 	return "", false
 }
 
-// v2Refund maps the (merged) fields of a v2 refund notification onto a v3
-// refund notice.
+// v2Refund maps the decrypted req_info fields of a v2 refund notification
+// onto a v3 refund notice for merchant mchid.
 func v2Refund(mchid string, f map[string]string) (*wxpay.RefundNotice, error) {
+	if id := f["mch_id"]; id != "" && id != mchid {
+		return nil, fmt.Errorf("%w: v2 refund req_info names merchant %q, not %s", wxpay.ErrMalformed, id, mchid)
+	}
 	if f["refund_id"] == "" {
 		return nil, fmt.Errorf("%w: v2 refund notification has no refund_id", wxpay.ErrMalformed)
 	}
@@ -402,7 +401,7 @@ func v2Refund(mchid string, f map[string]string) (*wxpay.RefundNotice, error) {
 		return nil, err
 	}
 	r := &wxpay.RefundNotice{
-		MchID:               orDefault(f["mch_id"], mchid),
+		MchID:               mchid,
 		OutTradeNo:          f["out_trade_no"],
 		TransactionID:       f["transaction_id"],
 		OutRefundNo:         f["out_refund_no"],

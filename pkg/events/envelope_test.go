@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
+	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay/wxpaytest"
 )
 
 const (
@@ -294,6 +295,15 @@ func v2PayFields() map[string]string {
 	}
 }
 
+// signedV2Fields returns the fields of a v2 pay notification that its sign
+// covers: all but sign, without empty values.
+func signedV2Fields(fields map[string]string) map[string]string {
+	out := maps.Clone(fields)
+	delete(out, "sign")
+	maps.DeleteFunc(out, func(_, v string) bool { return v == "" })
+	return out
+}
+
 func v2PayNotification(edit func(f map[string]string)) *wxpay.V2Notification {
 	f := v2PayFields()
 	if edit != nil {
@@ -428,7 +438,7 @@ func TestFromV2Pay(t *testing.T) {
 				Summary:      "支付成功",
 				ResourceType: "v2-xml",
 				OriginalType: "transaction",
-				V2:           tt.v.Fields,
+				V2:           signedV2Fields(tt.v.Fields),
 			}
 			gotEnv := env
 			gotEnv.Resource = nil
@@ -535,13 +545,32 @@ func TestFromV2Refund(t *testing.T) {
 			},
 		},
 		{
-			name: "partner mode",
+			// The outer sub_mch_id is not authenticated: it does not make
+			// the refund a sub-merchant's.
+			name: "partner mode, sub-merchant only in the outer fields",
 			v: func() *wxpay.V2Notification {
 				v := v2RefundNotification("SUCCESS", nil)
 				v.Fields["sub_mch_id"] = "1900000109"
 				v.Fields["sub_appid"] = "wx8888888888888888"
 				return v
 			}(),
+			wantEventType: "REFUND.SUCCESS",
+			wantSummary:   "退款成功",
+			wantKey:       "refund:" + testRefundID + ":SUCCESS",
+			want: wxpay.RefundNotice{
+				MchID:      testMchID,
+				OutTradeNo: "1217752501201407033233368018", TransactionID: testTransactionID,
+				OutRefundNo: "R1217752501201407033233368018", RefundID: testRefundID, RefundStatus: "SUCCESS",
+				SuccessTime: "2018-06-08T10:34:56+08:00", UserReceivedAccount: "招商银行信用卡0403",
+				Amount: wxpay.RefundAmount{Total: 999, Refund: 999, PayerTotal: 999, PayerRefund: 999},
+			},
+		},
+		{
+			name: "partner mode, sub-merchant in req_info",
+			v: v2RefundNotification("SUCCESS", func(r map[string]string) {
+				r["mch_id"] = testMchID
+				r["sub_mch_id"] = "1900000109"
+			}),
 			wantEventType: "REFUND.SUCCESS",
 			wantSummary:   "退款成功",
 			wantKey:       "refund:" + testRefundID + ":SUCCESS",
@@ -579,12 +608,9 @@ func TestFromV2Refund(t *testing.T) {
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("resource %s\ngot  %+v\nwant %+v", env.Resource, got, tt.want)
 			}
-			// v2 = outer fields and decrypted fields, without req_info.
-			wantV2 := maps.Clone(tt.v.Fields)
-			delete(wantV2, "req_info")
-			maps.Copy(wantV2, tt.v.Refund)
-			if !reflect.DeepEqual(env.V2, wantV2) {
-				t.Errorf("v2 = %v, want %v", env.V2, wantV2)
+			// v2 = the decrypted req_info fields only.
+			if !reflect.DeepEqual(env.V2, tt.v.Refund) {
+				t.Errorf("v2 = %v, want the req_info fields %v", env.V2, tt.v.Refund)
 			}
 		})
 	}
@@ -592,13 +618,10 @@ func TestFromV2Refund(t *testing.T) {
 
 func TestFromV2KeepsInputs(t *testing.T) {
 	t.Parallel()
-	v := v2RefundNotification("SUCCESS", func(r map[string]string) { r["mch_id"] = "from-req-info" })
+	v := v2RefundNotification("SUCCESS", nil)
 	env, err := FromV2(testMchID, v, testReceivedAt)
 	if err != nil {
 		t.Fatalf("FromV2: %v", err)
-	}
-	if got, want := env.V2["mch_id"], "from-req-info"; got != want {
-		t.Errorf("v2 mch_id = %q, want %q (the decrypted field wins)", got, want)
 	}
 	env.V2["refund_id"] = "changed"
 	if _, ok := v.Fields["req_info"]; !ok {
@@ -636,6 +659,7 @@ func TestFromV2Errors(t *testing.T) {
 		{"refund_fee in yuan", testMchID, v2RefundNotification("SUCCESS", func(r map[string]string) { r["refund_fee"] = "9.99" }), wxpay.ErrMalformed},
 		{"settlement_refund_fee bad", testMchID, v2RefundNotification("SUCCESS", func(r map[string]string) { r["settlement_refund_fee"] = "1e3" }), wxpay.ErrMalformed},
 		{"refund bad success_time", testMchID, v2RefundNotification("SUCCESS", func(r map[string]string) { r["success_time"] = "20180608103456" }), wxpay.ErrMalformed},
+		{"refund req_info of another merchant", testMchID, v2RefundNotification("SUCCESS", func(r map[string]string) { r["mch_id"] = "1900000109" }), wxpay.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -828,4 +852,93 @@ func FuzzFromV2(f *testing.F) {
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// TestFromV2PublishesOnlyAuthenticatedFields parses real v2 bodies: what
+// anyone on the way can add to or change in a notification without
+// breaking its authentication must reach neither the resource nor v2.
+func TestFromV2PublishesOnlyAuthenticatedFields(t *testing.T) {
+	t.Parallel()
+	const key = "192006250b4c09247ec02edce69f6a2d"
+
+	t.Run("refund: outer fields", func(t *testing.T) {
+		t.Parallel()
+		reqInfo := map[string]string{
+			"transaction_id": testTransactionID, "out_trade_no": "1217752501201407033233368018",
+			"refund_id": testRefundID, "out_refund_no": "R1217752501201407033233368018",
+			"total_fee": "999", "refund_fee": "999", "refund_status": "SUCCESS",
+			"success_time": "2018-06-08 10:34:56", "refund_recv_accout": "支付用户零钱",
+		}
+		outer := map[string]string{
+			"appid": "wxd678efh567hg6787", "mch_id": testMchID, "nonce_str": "TeqClE3i0mvn3DrK",
+			// Added by an attacker to a valid notice: req_info still decrypts.
+			"cash_fee": "1", "settlement_total_fee": "1", "total_fee": "1", "refund_fee": "1",
+			"sub_mch_id": "1900000666", "sub_appid": "wx6666666666666666", "refund_status": "CHANGE",
+		}
+		v, err := wxpay.ParseV2Notification(wxpaytest.V2RefundNotification(outer, reqInfo, key), key)
+		if err != nil {
+			t.Fatalf("ParseV2Notification: %v", err)
+		}
+		env, err := FromV2(testMchID, v, testReceivedAt)
+		if err != nil {
+			t.Fatalf("FromV2: %v", err)
+		}
+		var got wxpay.RefundNotice
+		if err := json.Unmarshal(env.Resource, &got); err != nil {
+			t.Fatalf("resource %s: %v", env.Resource, err)
+		}
+		want := wxpay.RefundNotice{
+			MchID: testMchID, OutTradeNo: "1217752501201407033233368018", TransactionID: testTransactionID,
+			OutRefundNo: "R1217752501201407033233368018", RefundID: testRefundID, RefundStatus: "SUCCESS",
+			SuccessTime: "2018-06-08T10:34:56+08:00", UserReceivedAccount: "支付用户零钱",
+			Amount: wxpay.RefundAmount{Total: 999, Refund: 999, PayerTotal: 999, PayerRefund: 999},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("resource %s\ngot  %+v\nwant %+v", env.Resource, got, want)
+		}
+		if strings.Contains(string(env.Resource), "1900000666") || strings.Contains(string(env.Resource), "wx6666666666666666") {
+			t.Errorf("resource %s carries the outer sub-merchant", env.Resource)
+		}
+		if !reflect.DeepEqual(env.V2, reqInfo) {
+			t.Errorf("v2 = %v, want exactly the req_info fields %v", env.V2, reqInfo)
+		}
+		if env.EventType != wxpay.EventRefundSuccess || env.DedupeKey != RefundKey(testRefundID, "SUCCESS") {
+			t.Errorf("event type %s, dedupe key %s: want REFUND.SUCCESS from req_info", env.EventType, env.DedupeKey)
+		}
+	})
+
+	t.Run("pay: fields outside the sign", func(t *testing.T) {
+		t.Parallel()
+		fields := v2PayFields()
+		delete(fields, "sign")
+		body := wxpaytest.V2PayNotification(fields, key, wxpay.V2SignMD5)
+		// Empty fields are outside the signed string: adding them keeps the
+		// sign valid.
+		body = []byte(strings.Replace(string(body), "<xml>", "<xml><sub_mch_id></sub_mch_id><coupon_fee></coupon_fee>", 1))
+		v, err := wxpay.ParseV2Notification(body, key)
+		if err != nil {
+			t.Fatalf("ParseV2Notification: %v", err)
+		}
+		env, err := FromV2(testMchID, v, testReceivedAt)
+		if err != nil {
+			t.Fatalf("FromV2: %v", err)
+		}
+		for _, name := range []string{"sign", "sub_mch_id", "coupon_fee"} {
+			if val, ok := env.V2[name]; ok {
+				t.Errorf("v2 has %s = %q, which the sign does not cover", name, val)
+			}
+		}
+		for name, val := range fields {
+			if env.V2[name] != val {
+				t.Errorf("v2 %s = %q, want the signed %q", name, env.V2[name], val)
+			}
+		}
+		var got wxpay.Transaction
+		if err := json.Unmarshal(env.Resource, &got); err != nil {
+			t.Fatalf("resource %s: %v", env.Resource, err)
+		}
+		if got.SubMchID != "" || got.SpMchID != "" || got.Amount.Total != 100 || got.Amount.PayerTotal != 90 {
+			t.Errorf("resource %s", env.Resource)
+		}
+	})
 }

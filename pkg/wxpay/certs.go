@@ -15,13 +15,21 @@ import (
 // CertificatesPath is the platform certificate download endpoint.
 const CertificatesPath = "/v3/certificates"
 
-// certManager downloads platform certificates, one request at a time.
+// certManager downloads platform certificates, one download at a time.
+// Its mutex is never held during a download: a caller that finds a
+// download running waits for it on a channel, so it can give up when its
+// own context ends.
 type certManager struct {
 	c *Client
 
-	mu          sync.Mutex // held during a download: one request at a time
-	lastAttempt time.Time
-	lastErr     error
+	mu          sync.Mutex    // guards the fields below
+	running     chan struct{} // non-nil while a download runs; closed when it ends
+	lastAttempt time.Time     // start of the last download that counted
+	lastErr     error         // its result
+
+	// waitHook, when set (by tests), is called each time a caller starts
+	// waiting for a running download.
+	waitHook func()
 }
 
 func newCertManager(c *Client) *certManager { return &certManager{c: c} }
@@ -45,14 +53,13 @@ type certificatesAnswer struct {
 // download and keeps the unexpired certificates (in memory and, if
 // configured, in the cache directory). Certificates that have expired are
 // dropped. A merchant without platform certificates gets an error wrapping
-// ErrNoPlatformCertificate.
+// ErrNoPlatformCertificate. If a download is already running, it waits for
+// that one to end (or for ctx) before it starts its own.
 func (c *Client) RefreshCertificates(ctx context.Context) error {
 	if c.certs == nil {
 		return fmt.Errorf("%w: certificate download is off (Config.DownloadCertificates)", ErrInvalidConfig)
 	}
-	c.certs.mu.Lock()
-	defer c.certs.mu.Unlock()
-	return c.certs.refreshLocked(ctx)
+	return c.certs.refresh(ctx, true)
 }
 
 // RunCertificateRefresh refreshes the platform certificates every
@@ -113,20 +120,58 @@ func (c *Client) minRefresh() time.Duration {
 }
 
 // refreshForUnknown refreshes at most once per MinRefreshInterval; callers
-// arriving while a refresh runs wait for it and share its result.
+// arriving while a download runs wait for it and share its result. The wait
+// ends with ctx: an unknown serial never holds a caller past its deadline.
 func (m *certManager) refreshForUnknown(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.lastAttempt.IsZero() && m.c.now().Sub(m.lastAttempt) < m.c.minRefresh() {
-		return m.lastErr
-	}
-	return m.refreshLocked(ctx)
+	return m.refresh(ctx, false)
 }
 
-func (m *certManager) refreshLocked(ctx context.Context) error {
-	m.lastAttempt = m.c.now()
-	m.lastErr = m.download(ctx)
-	return m.lastErr
+// refresh runs one download at a time. A caller that finds one running
+// waits for it or for ctx, whichever ends first. Then, unless force is set,
+// a download that counted within MinRefreshInterval answers for it;
+// otherwise the caller downloads itself, with its own ctx.
+//
+// A download that failed because its caller's ctx ended does not count: it
+// says nothing about WeChat, and the next caller tries again at once rather
+// than inherit a context error for a whole MinRefreshInterval.
+func (m *certManager) refresh(ctx context.Context, force bool) error {
+	m.mu.Lock()
+	for m.running != nil {
+		running, hook := m.running, m.waitHook
+		m.mu.Unlock()
+		if hook != nil {
+			hook()
+		}
+		select {
+		case <-running:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		m.mu.Lock()
+	}
+	if !force && !m.lastAttempt.IsZero() && m.c.now().Sub(m.lastAttempt) < m.c.minRefresh() {
+		err := m.lastErr
+		m.mu.Unlock()
+		return err
+	}
+	done := make(chan struct{})
+	m.running = done
+	start := m.c.now()
+	m.mu.Unlock()
+
+	defer func() {
+		m.mu.Lock()
+		m.running = nil
+		close(done)
+		m.mu.Unlock()
+	}()
+	err := m.download(ctx)
+	if err == nil || ctx.Err() == nil {
+		m.mu.Lock()
+		m.lastAttempt, m.lastErr = start, err
+		m.mu.Unlock()
+	}
+	return err
 }
 
 func (m *certManager) download(ctx context.Context) error {

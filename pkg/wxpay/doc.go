@@ -59,6 +59,9 @@
 // Refunds made by hand in the merchant console may still arrive as v2 XML.
 // ParseV2Notification verifies MD5 and HMAC-SHA256 signs in constant time,
 // decrypts refund req_info, and V2Answer writes the XML answers.
+// V2Notification.Authenticated returns only the fields the sign (or, for a
+// refund, req_info) covers: the outer fields of a refund are not
+// authenticated.
 //
 // # Testing with wxpaytest
 //

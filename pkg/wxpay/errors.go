@@ -34,8 +34,9 @@ var (
 	// certificates are in use).
 	ErrUnknownSerial = errors.New("wxpay: unknown Wechatpay-Serial")
 	// ErrCertificateRefresh: a key was unknown and the certificate refresh
-	// that should have found it failed, so we cannot tell yet whether the
-	// serial is genuine. Retry later.
+	// that should have found it failed, or the caller's context ended before
+	// it did (the error then also matches the context's error), so we cannot
+	// tell yet whether the serial is genuine. Retry later.
 	ErrCertificateRefresh = errors.New("wxpay: platform certificate refresh failed")
 	// ErrNoPlatformCertificate: the certificates endpoint has no certificate
 	// for this merchant (merchants onboarded in public-key mode since 2024).

@@ -187,12 +187,16 @@ func v2XMLError(err error) error {
 	return fmt.Errorf("%w: invalid XML", ErrMalformed)
 }
 
-// V2Notification is a parsed and authenticated API v2 notification.
+// V2Notification is a parsed and authenticated API v2 notification. Not
+// every field it holds is authenticated: Authenticated returns the ones
+// that are, the data of the event.
 type V2Notification struct {
 	// Kind is V2KindPay or V2KindRefund.
 	Kind V2Kind
 	// Fields holds the outer <xml> fields as received (for a refund it
-	// includes the encrypted req_info; for a pay notification, sign).
+	// includes the encrypted req_info; for a pay notification, sign). For a
+	// refund they are not authenticated: anyone on the way can change them
+	// without breaking req_info. Use them to find the merchant, not as data.
 	Fields map[string]string
 	// Refund holds the decrypted req_info fields of a refund notification
 	// (refund_id, out_refund_no, refund_status, …); nil for a pay
@@ -203,11 +207,45 @@ type V2Notification struct {
 	SignType V2SignType
 }
 
-// MchID returns the merchant id (mch_id) of the notification.
+// MchID returns the outer mch_id. For a refund it is not authenticated
+// (when req_info carries mch_id too, ParseV2Notification has checked that
+// the two agree): use it to pick the merchant whose key must decrypt the
+// notification.
 func (n *V2Notification) MchID() string { return n.Fields["mch_id"] }
 
-// AppID returns the appid of the notification.
+// AppID returns the outer appid; for a refund, as unauthenticated as MchID.
 func (n *V2Notification) AppID() string { return n.Fields["appid"] }
+
+// Authenticated returns, in a new map, the fields the notification's
+// authentication covers and nothing else. For a pay notification those are
+// the fields its sign covers: every field but sign whose value is not empty
+// (empty fields are outside the signed string, and so is sign itself, which
+// is compared without regard to case). For a refund notification, which has
+// no sign, they are the decrypted req_info fields: req_info decrypting under
+// the API v2 key is the only proof of origin, so the outer fields (appid,
+// mch_id, sub_mch_id, nonce_str, and anything added on the way) are left
+// out.
+func (n *V2Notification) Authenticated() map[string]string {
+	if n.Kind == V2KindRefund {
+		out := make(map[string]string, len(n.Refund))
+		for k, v := range n.Refund {
+			out[k] = v
+		}
+		return out
+	}
+	out := make(map[string]string, len(n.Fields))
+	for k, v := range n.Fields {
+		if k == "sign" || v == "" {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// v2RefundIdentity are the outer fields of a refund notification that
+// req_info may carry too; when it does, the two must agree.
+var v2RefundIdentity = []string{"mch_id", "appid", "sub_mch_id", "sub_appid"}
 
 // RefundStatus returns refund_status (SUCCESS, CHANGE or REFUNDCLOSE) of a
 // refund notification, or "" for a pay notification.
@@ -219,14 +257,17 @@ func (n *V2Notification) RefundStatus() string { return n.Refund["refund_status"
 // The notification must report return_code SUCCESS. A document with
 // req_info is a refund notification: it carries no signature, and req_info
 // is decrypted with DecryptV2ReqInfo (its integrity comes from the
-// encryption). Any other document is a pay-result notification: its sign is
+// encryption); an outer mch_id, appid, sub_mch_id or sub_appid that req_info
+// carries too must equal req_info's (else ErrBadSignature). Any other
+// document is a pay-result notification: its sign is
 // checked in constant time with the algorithm the length of sign implies
 // (64 hex characters for HMAC-SHA256, MD5 otherwise; sign_type, if present,
 // must name one of the two), and result_code must be SUCCESS.
 //
 // Errors wrap ErrInvalidConfig (empty key), ErrMalformed (bad XML, missing
-// fields, a failure report), ErrBadSignature or ErrDecrypt (req_info does
-// not decrypt: check the API v2 key).
+// fields, a failure report), ErrBadSignature (a wrong sign, outer fields
+// that contradict req_info) or ErrDecrypt (req_info does not decrypt: check
+// the API v2 key).
 func ParseV2Notification(body []byte, apiV2Key string) (*V2Notification, error) {
 	if apiV2Key == "" {
 		return nil, fmt.Errorf("%w: API v2 key not configured", ErrInvalidConfig)
@@ -255,6 +296,12 @@ func ParseV2Notification(body []byte, apiV2Key string) (*V2Notification, error) 
 			// The ciphertext is not authenticated: a wrong key that happens
 			// to leave valid padding shows up here as garbage.
 			return nil, fmt.Errorf("%w: decrypted req_info is not a <root> document (check the API v2 key)", ErrDecrypt)
+		}
+		for _, name := range v2RefundIdentity {
+			inner, inReqInfo := refund[name]
+			if outer, isOuter := fields[name]; inReqInfo && isOuter && outer != inner {
+				return nil, fmt.Errorf("%w: outer %s differs from the one req_info authenticates", ErrBadSignature, name)
+			}
 		}
 		return &V2Notification{Kind: V2KindRefund, Fields: fields, Refund: refund}, nil
 	}

@@ -505,6 +505,13 @@ func TestParseV2NotificationErrors(t *testing.T) {
 			return renderFlatXML("xml", f)
 		}(), katReqInfoKey, ErrMalformed},
 		{"refund empty key", refundWith(katReqInfo), "", ErrInvalidConfig},
+		{"refund outer mch_id contradicts req_info", refundBody(key, refundOuter(), map[string]string{"mch_id": "10000666", "refund_id": "1", "refund_status": "SUCCESS"}), key, ErrBadSignature},
+		{"refund outer appid contradicts req_info", refundBody(key, refundOuter(), map[string]string{"appid": "wx6666666666666666", "refund_id": "1", "refund_status": "SUCCESS"}), key, ErrBadSignature},
+		{"refund outer sub_mch_id contradicts req_info", func() []byte {
+			outer := refundOuter()
+			outer["sub_mch_id"] = "1900000666"
+			return refundBody(key, outer, map[string]string{"sub_mch_id": "1900000109", "refund_id": "1", "refund_status": "SUCCESS"})
+		}(), key, ErrBadSignature},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -731,4 +738,41 @@ func TestParseV2NotificationSignLengthDecides(t *testing.T) {
 	if _, err := ParseV2Notification(renderFlatXML("xml", f), key); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("40-char sign: got %v, want ErrBadSignature", err)
 	}
+}
+
+func TestV2NotificationAuthenticated(t *testing.T) {
+	t.Parallel()
+	const key = katV2SignKey
+	t.Run("pay: the fields the sign covers", func(t *testing.T) {
+		t.Parallel()
+		f := payFields()
+		f["sign"] = V2Sign(f, key, V2SignMD5)
+		f["device_info"] = "" // empty: outside the signed string
+		n, err := ParseV2Notification(renderFlatXML("xml", f), key)
+		if err != nil {
+			t.Fatalf("ParseV2Notification: %v", err)
+		}
+		if got, want := n.Authenticated(), payFields(); !maps.Equal(got, want) {
+			t.Errorf("Authenticated = %v, want %v (no sign, no empty field)", got, want)
+		}
+	})
+	t.Run("refund: req_info only", func(t *testing.T) {
+		t.Parallel()
+		outer := refundOuter()
+		outer["sub_mch_id"] = "1900000666"
+		outer["total_fee"] = "1"
+		reqInfo := map[string]string{"mch_id": "10000100", "appid": "wx2421b1c4370ec43b", "refund_id": "1", "refund_status": "SUCCESS", "total_fee": "6"}
+		n, err := ParseV2Notification(refundBody(key, outer, reqInfo), key)
+		if err != nil {
+			t.Fatalf("ParseV2Notification (outer ids agree with req_info): %v", err)
+		}
+		got := n.Authenticated()
+		if !maps.Equal(got, reqInfo) {
+			t.Errorf("Authenticated = %v, want the req_info fields %v", got, reqInfo)
+		}
+		got["refund_id"] = "changed"
+		if n.Refund["refund_id"] != "1" {
+			t.Error("Authenticated returned the notification's own map")
+		}
+	})
 }

@@ -106,8 +106,17 @@ type Server struct {
 	requests       map[string]int
 	badSignatures  bool
 	certsOverride  *apiAnswer
+	certsHold      *hold
 	nextMerchantID int
 }
+
+// hold is a gate that HoldCertificates closes on release.
+type hold struct {
+	once sync.Once
+	gate chan struct{}
+}
+
+func (h *hold) release() { h.once.Do(func() { close(h.gate) }) }
 
 type apiAnswer struct {
 	status int
@@ -166,8 +175,18 @@ func NewServer(t TB, opts Options) *Server {
 // URL is the base URL to give wxpay.Config.BaseURL.
 func (s *Server) URL() string { return s.ts.URL }
 
-// Close shuts the server down.
-func (s *Server) Close() { s.ts.Close() }
+// Close shuts the server down. It releases held certificate requests
+// first, so that it does not wait for them.
+func (s *Server) Close() {
+	s.mu.Lock()
+	h := s.certsHold
+	s.certsHold = nil
+	s.mu.Unlock()
+	if h != nil {
+		h.release()
+	}
+	s.ts.Close()
+}
 
 // Now reads the platform's clock.
 func (s *Server) Now() time.Time { return s.now() }
@@ -336,6 +355,30 @@ func (s *Server) SetCertificatesAnswer(status int, code, message string) {
 	s.certsOverride = &apiAnswer{status, errorBody{code, message}}
 }
 
+// HoldCertificates makes the certificates endpoint hold every request,
+// counted in Requests as it arrives, until release is called (or the client
+// gives up on the request): a certificate download as slow as a test needs.
+// Requests that arrive after release are answered at once. release may be
+// called more than once; Close calls it too.
+func (s *Server) HoldCertificates() (release func()) {
+	h := &hold{gate: make(chan struct{})}
+	s.mu.Lock()
+	prev := s.certsHold
+	s.certsHold = h
+	s.mu.Unlock()
+	if prev != nil {
+		prev.release()
+	}
+	return func() {
+		s.mu.Lock()
+		if s.certsHold == h {
+			s.certsHold = nil
+		}
+		s.mu.Unlock()
+		h.release()
+	}
+}
+
 // Requests returns how many authenticated requests reached the route
 // pattern (as given to HandleAPI).
 func (s *Server) Requests(pattern string) int {
@@ -496,6 +539,16 @@ func (s *Server) answer(w http.ResponseWriter, serial string, status int, body a
 }
 
 func (s *Server) serveCertificates(c *Call) (int, any) {
+	s.mu.Lock()
+	h := s.certsHold
+	s.mu.Unlock()
+	if h != nil {
+		select {
+		case <-h.gate:
+		case <-c.Request.Context().Done():
+			return http.StatusServiceUnavailable, errorBody{"SYSTEM_ERROR", "系统繁忙，请稍后重试"}
+		}
+	}
 	s.mu.Lock()
 	override := s.certsOverride
 	certs := append([]*PlatformKey(nil), s.certs...)
