@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -67,6 +66,8 @@ type settings struct {
 	replicas        *int
 	duplicateWindow *time.Duration
 	maxAge          *time.Duration
+	maxInFlight     *int
+	maxConnections  *int
 }
 
 // run is the whole command; ready, when not nil, receives the bound
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		replicas:        config.Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams (3 in production)"),
 		duplicateWindow: config.Duration(fs, getenv, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", events.DefaultDuplicateWindow, "JetStream duplicate window of WXPAY"),
 		maxAge:          config.Duration(fs, getenv, "stream-max-age", "STREAM_MAX_AGE", events.DefaultMaxAge, "how long WXPAY keeps events"),
+		maxInFlight:     config.Int(fs, getenv, "max-in-flight", "MAX_IN_FLIGHT", ingress.DefaultMaxInFlight, "most notifications handled at once; more are answered 503 (WeChat retries)"),
+		maxConnections:  config.Int(fs, getenv, "max-connections", "MAX_CONNECTIONS", ingress.DefaultMaxConnections, "most open connections on the public listener; more are answered 503 and closed"),
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -96,6 +99,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	if *s.publishTimeout >= *s.answerDeadline {
 		return fmt.Errorf("%w: PUBLISH_TIMEOUT (%s) must be shorter than ANSWER_DEADLINE (%s)", errUsage, *s.publishTimeout, *s.answerDeadline)
+	}
+	if *s.maxInFlight <= 0 || *s.maxConnections <= 0 {
+		return fmt.Errorf("%w: MAX_IN_FLIGHT (%d) and MAX_CONNECTIONS (%d) must be positive", errUsage, *s.maxInFlight, *s.maxConnections)
 	}
 	// One line per notification: batched into few writes, warnings and
 	// errors written at once, the rest flushed at exit.
@@ -146,6 +152,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	h, err := ingress.NewHandler(ims, events.NewPublisher(js, events.PublisherConfig{Timeout: *s.publishTimeout}), ingress.Config{
 		PublishTimeout: *s.publishTimeout,
 		AnswerDeadline: *s.answerDeadline,
+		MaxInFlight:    *s.maxInFlight,
 		Logger:         log,
 		Registerer:     reg,
 	})
@@ -167,14 +174,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("LISTEN_ADDR %s: %w", *s.listen, err)
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 3 * time.Second,
-		ReadTimeout:       5 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          nil,
-	}
+	// Timeouts and header limit: ingress.ServerConfig's defaults.
+	srv := ingress.NewServer(h, ingress.ServerConfig{MaxConnections: *s.maxConnections})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info().Str("listen_addr", ln.Addr().String()).Str("admin_addr", adminAddr).Strs("merchants", h.MerchantIDs()).Msg("serving")

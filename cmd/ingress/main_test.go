@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
@@ -130,6 +134,8 @@ func TestRunConfigErrors(t *testing.T) {
 		{"publish timeout over the answer deadline", func(e map[string]string) { e["PUBLISH_TIMEOUT"] = "3s" }, "ANSWER_DEADLINE"},
 		{"missing key file", func(e map[string]string) { e["WXPAY_PRIVATE_KEY_FILE"] = "/nonexistent/key.pem" }, "/nonexistent/key.pem"},
 		{"bad log level", func(e map[string]string) { e["LOG_LEVEL"] = "loud" }, "LOG_LEVEL"},
+		{"no notification allowed in flight", func(e map[string]string) { e["MAX_IN_FLIGHT"] = "0" }, "MAX_IN_FLIGHT"},
+		{"no connection allowed", func(e map[string]string) { e["MAX_CONNECTIONS"] = "-1" }, "MAX_CONNECTIONS"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -140,5 +146,291 @@ func TestRunConfigErrors(t *testing.T) {
 				t.Fatalf("got %v, want a usage error naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// pausableProxy forwards TCP to target; while paused it holds back what
+// the server sends, so a client's requests (a publish) arrive but their
+// answers (the acknowledgement) wait.
+type pausableProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cond   *sync.Cond
+	paused bool
+}
+
+func newPausableProxy(t *testing.T, target string) *pausableProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pausableProxy{ln: ln, target: target}
+	p.cond = sync.NewCond(&p.mu)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(up, c); up.Close(); c.Close() }()
+			go p.copyHeld(c, up)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); p.setPaused(false) })
+	return p
+}
+
+func (p *pausableProxy) copyHeld(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			for p.paused {
+				p.cond.Wait()
+			}
+			p.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *pausableProxy) setPaused(on bool) {
+	p.mu.Lock()
+	p.paused = on
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+func (p *pausableProxy) URL() string { return "nats://" + p.ln.Addr().String() }
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// On SIGTERM the ingress turns /readyz 503 first, lets the notification
+// in flight finish with its real answer (200, once JetStream acknowledged
+// it), drains its NATS connection and returns nil (exit status 0).
+func TestRunShutdownFinishesInFlight(t *testing.T) {
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
+	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
+	nt := testenv.StartNATS(t)
+	if nt.Embedded == nil {
+		t.Fatal("this test needs the embedded NATS server (to see the ingress's connection close)")
+	}
+	proxy := newPausableProxy(t, strings.TrimPrefix(nt.URL, "nats://"))
+	env := merchantEnv(t, srv, m)
+	env["NATS_URL"] = proxy.URL()
+	env["PUBLISH_TIMEOUT"], env["ANSWER_DEADLINE"] = "8s", "9s"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrs := make(chan [2]string, 1)
+	out := &testenv.Buffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, nil, func(k string) string { return env[k] }, out, func(p, a string) { addrs <- [2]string{p, a} })
+	}()
+	var public, adminAddr string
+	select {
+	case a := <-addrs:
+		public, adminAddr = a[0], a[1]
+	case err := <-done:
+		t.Fatalf("run returned early: %v\n%s", err, out)
+	case <-time.After(20 * time.Second):
+		t.Fatal("ingress did not start")
+	}
+	eventually(t, 20*time.Second, "ready", func() bool { code, _ := get(t, "http://"+adminAddr+"/readyz"); return code == 200 })
+
+	// A notification whose acknowledgement is held back.
+	proxy.setPaused(true)
+	n, _ := srv.NewNotification(m, wxpay.EventTransactionSuccess, `{"mchid":"`+m.MchID+`","out_trade_no":"T1","transaction_id":"4200000001","trade_state":"SUCCESS","amount":{"total":1}}`, wxpaytest.NotificationOptions{})
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(n.Request("http://" + public + "/notify/" + m.MchID))
+		if err != nil {
+			t.Logf("in-flight notification: %v", err)
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	eventually(t, 20*time.Second, "the notification in flight", func() bool {
+		_, metrics := get(t, "http://"+adminAddr+"/metrics")
+		return strings.Contains(metrics, "wxpay_ingress_in_flight 1")
+	})
+
+	cancel() // SIGTERM
+	eventually(t, 20*time.Second, "/readyz 503 saying it shuts down", func() bool {
+		code, body := get(t, "http://"+adminAddr+"/readyz")
+		return code == 503 && strings.Contains(body, "shutting down")
+	})
+	select {
+	case code := <-answered:
+		t.Fatalf("the notification in flight was answered %d before JetStream acknowledged it", code)
+	case err := <-done:
+		t.Fatalf("run returned with a notification in flight: %v", err)
+	default:
+	}
+	proxy.setPaused(false)
+	select {
+	case code := <-answered:
+		if code != 200 {
+			t.Fatalf("the notification in flight was answered %d, want 200\n%s", code, out)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the notification in flight got no answer")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("did not stop")
+	}
+	// Drained: the ingress's NATS connection is closed, the event stored.
+	eventually(t, 20*time.Second, "the ingress's NATS connection closed", func() bool {
+		cz, err := nt.Embedded.Connz(&server.ConnzOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cz.Conns {
+			if c.Name == "wxpay-ingress" {
+				return false
+			}
+		}
+		return true
+	})
+	_, js := testenv.Connect(t, nt.URL)
+	s, err := js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := s.Info(context.Background())
+	if info.State.Msgs != 1 {
+		t.Fatalf("stream holds %d", info.State.Msgs)
+	}
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The command's public listener has the ingress's limits: the header
+// limit, MAX_IN_FLIGHT and MAX_CONNECTIONS.
+func TestRunServerLimits(t *testing.T) {
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
+	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
+	nt := testenv.StartNATS(t)
+	proxy := newPausableProxy(t, strings.TrimPrefix(nt.URL, "nats://"))
+	env := merchantEnv(t, srv, m)
+	env["NATS_URL"] = proxy.URL()
+	env["PUBLISH_TIMEOUT"], env["ANSWER_DEADLINE"] = "8s", "9s"
+	env["MAX_IN_FLIGHT"], env["MAX_CONNECTIONS"] = "1", "2"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrs := make(chan [2]string, 1)
+	out := &testenv.Buffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, nil, func(k string) string { return env[k] }, out, func(p, a string) { addrs <- [2]string{p, a} })
+	}()
+	var public, adminAddr string
+	select {
+	case a := <-addrs:
+		public, adminAddr = a[0], a[1]
+	case err := <-done:
+		t.Fatalf("run returned early: %v\n%s", err, out)
+	case <-time.After(20 * time.Second):
+		t.Fatal("ingress did not start")
+	}
+	defer func() {
+		proxy.setPaused(false)
+		cancel()
+		<-done
+	}()
+	eventually(t, 20*time.Second, "ready", func() bool { code, _ := get(t, "http://"+adminAddr+"/readyz"); return code == 200 })
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	notification := func(outTradeNo string) *wxpaytest.Notification {
+		n, err := srv.NewNotification(m, wxpay.EventTransactionSuccess, `{"mchid":"`+m.MchID+`","out_trade_no":"`+outTradeNo+`","transaction_id":"42`+outTradeNo+`","trade_state":"SUCCESS","amount":{"total":1}}`, wxpaytest.NotificationOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	post := func(n *wxpaytest.Notification, pad int) (int, string) {
+		req := n.Request("http://" + public + "/notify/" + m.MchID)
+		if pad > 0 {
+			req.Header.Set("X-Padding", strings.Repeat("p", pad))
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	if code, body := post(notification("HDR"), 64<<10); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("64 KiB of headers: %d %s, want 431", code, body)
+	}
+
+	proxy.setPaused(true)
+	answered := make(chan int, 1)
+	go func() { code, _ := post(notification("A"), 0); answered <- code }()
+	eventually(t, 20*time.Second, "the notification in flight", func() bool {
+		_, metrics := get(t, "http://"+adminAddr+"/metrics")
+		return strings.Contains(metrics, "wxpay_ingress_in_flight 1")
+	})
+	if code, body := post(notification("B"), 0); code != 503 || !strings.Contains(body, "MAX_IN_FLIGHT") {
+		t.Fatalf("a second notification with MAX_IN_FLIGHT=1: %d %s, want 503", code, body)
+	}
+	idle, err := net.Dial("tcp", public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if code, body := post(notification("C"), 0); code != 503 || !strings.Contains(body, "too many connections") {
+		t.Fatalf("a third connection with MAX_CONNECTIONS=2: %d %s, want 503", code, body)
+	}
+	proxy.setPaused(false)
+	select {
+	case code := <-answered:
+		if code != 200 {
+			t.Fatalf("the notification in flight: %d", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the notification in flight got no answer")
 	}
 }

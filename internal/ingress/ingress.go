@@ -6,12 +6,13 @@
 package ingress
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
 	"sort"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wxpay-notify/wxpay-notify/internal/bufpool"
+	"github.com/wxpay-notify/wxpay-notify/internal/untrusted"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
@@ -28,6 +30,7 @@ const (
 	DefaultPublishTimeout = 2 * time.Second
 	DefaultAnswerDeadline = 2500 * time.Millisecond
 	DefaultMaxBodyBytes   = 64 << 10
+	DefaultMaxInFlight    = 1024
 )
 
 // Merchant is one merchant the ingress accepts notifications for.
@@ -35,8 +38,8 @@ type Merchant struct {
 	MchID  string
 	Client *wxpay.Client
 	// APIv2Key verifies legacy v2 XML notifications; empty when the
-	// merchant has none (v2 notifications are then answered 500 and logged
-	// as a configuration fault).
+	// merchant has none (v2 notifications are then answered 500, counted as
+	// v2_not_configured and logged as a warning).
 	APIv2Key string
 }
 
@@ -50,12 +53,19 @@ type Config struct {
 	// PublishTimeout bounds the wait for the JetStream acknowledgement.
 	// Default DefaultPublishTimeout.
 	PublishTimeout time.Duration
-	// AnswerDeadline bounds all work on one notification, a certificate
-	// refresh included, so the answer stays inside WeChat's limit (3 s by
-	// one official article). Default DefaultAnswerDeadline.
+	// AnswerDeadline bounds all work on one notification once its body has
+	// been read, a certificate refresh included, so the answer stays inside
+	// WeChat's limit (3 s by one official article). Reading the body is
+	// bounded by the server's read timeout instead (ServerConfig), so a
+	// slow upload is answered 408 and never eats the publish's budget.
+	// Default DefaultAnswerDeadline.
 	AnswerDeadline time.Duration
 	// MaxBodyBytes defaults to 64 KiB.
 	MaxBodyBytes int64
+	// MaxInFlight bounds the notifications handled at once; one more is
+	// answered 503 at once (WeChat retries) instead of holding memory.
+	// Default DefaultMaxInFlight.
+	MaxInFlight int
 	// Logger receives one line per request; default none.
 	Logger zerolog.Logger
 	// Registerer receives the metrics; default a private registry.
@@ -74,6 +84,7 @@ type Handler struct {
 	cfg       Config
 	log       zerolog.Logger
 	metrics   *Metrics
+	slots     chan struct{} // one per notification being handled
 }
 
 // NewHandler builds the notification endpoint.
@@ -93,6 +104,9 @@ func NewHandler(merchants []Merchant, pub Publisher, cfg Config) (*Handler, erro
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -106,11 +120,15 @@ func NewHandler(merchants []Merchant, pub Publisher, cfg Config) (*Handler, erro
 		cfg:       cfg,
 		log:       cfg.Logger,
 		metrics:   NewMetrics(cfg.Registerer),
+		slots:     make(chan struct{}, cfg.MaxInFlight),
 	}
 	for i := range merchants {
 		m := &merchants[i]
 		if m.MchID == "" || m.Client == nil {
 			return nil, fmt.Errorf("ingress: merchant #%d has no mchid or client", i+1)
+		}
+		if !validMchID(m.MchID) {
+			return nil, fmt.Errorf("ingress: merchant #%d: mchid %q is not 1-%d digits", i+1, untrusted.String(m.MchID), maxMchIDDigits)
 		}
 		if _, dup := h.merchants[m.MchID]; dup {
 			return nil, fmt.Errorf("ingress: merchant %s configured twice", m.MchID)
@@ -142,26 +160,56 @@ type result struct {
 	keyID     string
 	duplicate bool
 	seq       uint64
+	bodyRead  time.Duration // time the body took to arrive
 }
 
 var errUnknownMerchant = wxpay.ErrUnknownMerchant
 
+// errMerchantMismatch: an authentic notification names another merchant
+// than the one of the URL it was posted to.
+var errMerchantMismatch = errors.New("notification is for another merchant")
+
+// errV2NotConfigured: a v2 XML notification for a merchant without an API
+// v2 key.
+var errV2NotConfigured = fmt.Errorf("%w: no API v2 key", wxpay.ErrInvalidConfig)
+
+// maxMchIDDigits bounds a merchant id (WeChat's are 10 digits).
+const maxMchIDDigits = 32
+
+// maxMessageBytes bounds an error message in an answer or a log line: the
+// messages of this package and pkg/wxpay are far shorter, but some quote a
+// header (the serial), which is bounded here once more.
+const maxMessageBytes = 512
+
+// validMchID reports whether s is 1-32 ASCII digits.
+func validMchID(s string) bool {
+	if len(s) == 0 || len(s) > maxMchIDDigits {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 	start := h.cfg.Now()
-	h.metrics.inFlight.Inc()
-	defer h.metrics.inFlight.Dec()
-	// The deadline, but not the client's hang-up: an event being published
-	// when WeChat gives up is better stored (its retry is then answered as a
-	// duplicate) than abandoned half way.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.AnswerDeadline)
-	defer cancel()
-
-	res := h.handle(ctx, w, r)
-
+	var res result
+	select {
+	case h.slots <- struct{}{}:
+		res = h.handleInFlight(w, r)
+	default:
+		// Answered before the body is read: the point is to hold nothing.
+		res = result{format: "v3", mchid: r.PathValue("mchid")}.fail(http.StatusServiceUnavailable, "busy",
+			fmt.Errorf("%d notifications in flight already (MAX_IN_FLIGHT): answer WeChat to retry", h.cfg.MaxInFlight))
+	}
+	message := untrusted.Truncate(res.message, maxMessageBytes)
 	if res.format == "v2" {
 		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
 		w.WriteHeader(res.status)
-		w.Write(wxpay.V2Answer(res.status == http.StatusOK, res.message))
+		w.Write(wxpay.V2Answer(res.status == http.StatusOK, message))
 	} else {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(res.status)
@@ -171,7 +219,7 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 			b, _ := json.Marshal(struct {
 				Code    string `json:"code"`
 				Message string `json:"message"`
-			}{"FAIL", res.message})
+			}{"FAIL", message})
 			w.Write(b)
 		}
 	}
@@ -183,11 +231,23 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 	h.logResult(r, res, h.cfg.Now().Sub(start))
 }
 
-func (h *Handler) handle(ctx context.Context, w http.ResponseWriter, r *http.Request) result {
+// handleInFlight is handle in the slot serveNotify took.
+func (h *Handler) handleInFlight(w http.ResponseWriter, r *http.Request) result {
+	h.metrics.inFlight.Inc()
+	defer func() {
+		h.metrics.inFlight.Dec()
+		<-h.slots
+	}()
+	return h.handle(w, r)
+}
+
+func (h *Handler) handle(w http.ResponseWriter, r *http.Request) result {
 	res := result{format: "v3", mchid: r.PathValue("mchid")}
 	buf := bodies.Get()
 	defer bodies.Put(buf)
+	readStart := h.cfg.Now()
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	res.bodyRead = h.cfg.Now().Sub(readStart)
 	// Nothing keeps body past this call: the parsers copy what they return.
 	body := buf.Bytes()
 	if isV2(body) {
@@ -195,20 +255,35 @@ func (h *Handler) handle(ctx context.Context, w http.ResponseWriter, r *http.Req
 	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		var netErr net.Error
+		switch {
+		case errors.As(err, &tooBig):
 			return res.fail(http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", h.cfg.MaxBodyBytes))
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+			return res.fail(http.StatusRequestTimeout, "slow_upload", fmt.Errorf("the body (%d bytes so far) did not arrive within the server's read timeout", len(body)))
 		}
 		return res.fail(http.StatusBadRequest, "malformed", fmt.Errorf("%w: reading the body: %v", wxpay.ErrMalformed, err))
 	}
+	// The deadline starts once the body is in, and ignores the client's
+	// hang-up: an event being published when WeChat gives up is better
+	// stored (its retry is then answered as a duplicate) than abandoned
+	// half way.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.AnswerDeadline)
+	defer cancel()
 	var m *Merchant
-	if res.mchid == "" {
+	switch {
+	case res.mchid == "":
 		m = h.only
 		if m == nil {
 			return res.fail(http.StatusNotFound, "unknown_merchant", fmt.Errorf("%w: several merchants are configured: post to /notify/{mchid}", errUnknownMerchant))
 		}
 		res.mchid = m.MchID
-	} else if m = h.merchants[res.mchid]; m == nil {
-		return res.fail(http.StatusNotFound, "unknown_merchant", fmt.Errorf("%w: mchid %s is not configured here", errUnknownMerchant, res.mchid))
+	case !validMchID(res.mchid):
+		return res.fail(http.StatusNotFound, "unknown_merchant", fmt.Errorf("%w: mchid %q is not 1-%d digits", errUnknownMerchant, untrusted.String(res.mchid), maxMchIDDigits))
+	default:
+		if m = h.merchants[res.mchid]; m == nil {
+			return res.fail(http.StatusNotFound, "unknown_merchant", fmt.Errorf("%w: mchid %s is not configured here", errUnknownMerchant, res.mchid))
+		}
 	}
 	var env events.Envelope
 	if res.format == "v2" {
@@ -252,12 +327,59 @@ func (h *Handler) parseV3(ctx context.Context, m *Merchant, header http.Header, 
 		kind = "public_key"
 	}
 	h.metrics.verifiedBy.WithLabelValues(m.MchID, kind, n.KeyID).Inc()
+	if err := checkResourceMerchant(m, n.Plaintext); err != nil {
+		return events.Envelope{}, err
+	}
 	return events.FromNotification(m.MchID, n, h.cfg.Now())
+}
+
+// checkResourceMerchant refuses a v3 resource that names another merchant
+// than m. Merchants of a group often share their keys, so a notification
+// for one that reaches another's URL verifies all the same; stored on the
+// wrong subject, it would also make the genuine delivery a duplicate.
+//
+// The merchant a resource belongs to is, in partner mode, sp_mchid (the
+// service provider: any sub_mchid is accepted) and otherwise mchid; failing
+// that field, the first present of combine_mchid (combined payments) and
+// the other mode's field. A resource without any of them (event types that
+// carry no merchant) is accepted: its signature proves WeChat sent it for a
+// merchant holding these keys, nothing in it says which other merchant it
+// could be, and refusing it would lose every such event after WeChat's
+// retries.
+func checkResourceMerchant(m *Merchant, plaintext []byte) error {
+	var rm struct {
+		MchID        string `json:"mchid"`
+		SpMchID      string `json:"sp_mchid"`
+		CombineMchID string `json:"combine_mchid"`
+	}
+	if err := json.Unmarshal(plaintext, &rm); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return fmt.Errorf("%w: resource field %s is not a string", wxpay.ErrMalformed, typeErr.Field)
+		}
+		return nil // not JSON: events.FromNotification says so
+	}
+	type field struct{ name, value string }
+	order := []field{{"mchid", rm.MchID}, {"combine_mchid", rm.CombineMchID}, {"sp_mchid", rm.SpMchID}}
+	if m.Client.PartnerMode() {
+		order = []field{{"sp_mchid", rm.SpMchID}, {"combine_mchid", rm.CombineMchID}, {"mchid", rm.MchID}}
+	}
+	for _, f := range order {
+		if f.value == "" {
+			continue
+		}
+		if f.value != m.MchID {
+			return fmt.Errorf("%w: resource %s is %s but it was posted to the endpoint of merchant %s (check the notify_url of merchant %s)",
+				errMerchantMismatch, f.name, untrusted.String(f.value), m.MchID, untrusted.String(f.value))
+		}
+		return nil
+	}
+	return nil
 }
 
 func (h *Handler) parseV2(_ context.Context, m *Merchant, body []byte, res *result) (events.Envelope, error) {
 	if m.APIv2Key == "" {
-		return events.Envelope{}, fmt.Errorf("%w: a v2 XML notification arrived but no API v2 key is configured for merchant %s (set WXPAY_APIV2_KEY)", wxpay.ErrInvalidConfig, m.MchID)
+		return events.Envelope{}, fmt.Errorf("%w: a v2 XML notification arrived but none is configured for merchant %s (set WXPAY_APIV2_KEY)", errV2NotConfigured, m.MchID)
 	}
 	vstart := h.cfg.Now()
 	v, err := wxpay.ParseV2Notification(body, m.APIv2Key)
@@ -265,8 +387,11 @@ func (h *Handler) parseV2(_ context.Context, m *Merchant, body []byte, res *resu
 	if err != nil {
 		return events.Envelope{}, err
 	}
+	// mch_id is the merchant, or the service provider in partner mode
+	// (sub_mch_id is then the sub-merchant, whichever it is).
 	if got := v.MchID(); got != m.MchID {
-		return events.Envelope{}, fmt.Errorf("%w: v2 mch_id %s does not match the merchant %s of this endpoint", wxpay.ErrMalformed, got, m.MchID)
+		return events.Envelope{}, fmt.Errorf("%w: v2 mch_id %q but it was posted to the endpoint of merchant %s (check the notify_url of merchant %s)",
+			errMerchantMismatch, untrusted.String(got), m.MchID, untrusted.String(got))
 	}
 	env, err := events.FromV2(m.MchID, v, h.cfg.Now())
 	if err != nil {
@@ -281,11 +406,6 @@ func (h *Handler) parseV2(_ context.Context, m *Merchant, body []byte, res *resu
 // and reading it into a fresh slice was the largest allocation per request.
 var bodies = bufpool.New(4<<10, 16<<10)
 
-// isV2 tells a legacy XML notification from v3 JSON.
-func isV2(body []byte) bool {
-	return bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n\ufeff"), []byte("<xml>"))
-}
-
 func (res result) fail(status int, outcome string, err error) result {
 	res.status, res.outcome, res.err, res.message = status, outcome, err, err.Error()
 	return res
@@ -296,6 +416,10 @@ func (res result) failErr(err error) result {
 	status := wxpay.NotificationStatus(err)
 	outcome := "malformed"
 	switch {
+	case errors.Is(err, errMerchantMismatch):
+		status, outcome = http.StatusBadRequest, "merchant_mismatch"
+	case errors.Is(err, errV2NotConfigured):
+		status, outcome = http.StatusInternalServerError, "v2_not_configured"
 	case errors.Is(err, wxpay.ErrInvalidConfig):
 		status, outcome = http.StatusInternalServerError, "config_error"
 	case errors.Is(err, wxpay.ErrSignatureProbe):
@@ -333,18 +457,27 @@ func (h *Handler) logResult(r *http.Request, res result, d time.Duration) {
 		ev = h.log.Error().Str("check", "outbound HTTPS to the WeChat Pay API and the merchant key/serial")
 	case res.outcome == "stale_timestamp":
 		ev = h.log.Warn().Str("check", "this server's clock (NTP)")
+	case res.outcome == "merchant_mismatch":
+		// Authentic, refused, and lost after WeChat's retries unless the
+		// notify_url is fixed.
+		ev = h.log.Error().Str("check", "the notify_url registered for the merchant the notification names: it posts to another merchant's endpoint")
+	case res.outcome == "v2_not_configured":
+		// Anyone can post <xml> here; a real v2 notification is retried
+		// by WeChat and shows in the metric.
+		ev = h.log.Warn().Str("check", "WXPAY_APIV2_KEY of this merchant, if it still receives v2 notifications")
 	default:
 		ev = h.log.Warn()
 	}
 	ev.Str("event_id", res.eventID).
-		Str("mchid", res.mchid).
+		Str("mchid", untrusted.String(res.mchid)).
 		Str("event_type", res.eventType).
 		Str("format", res.format).
 		Str("outcome", res.outcome).
 		Int("http_status", res.status).
-		Str("wechatpay_serial", res.keyID).
-		Str("request_id", r.Header.Get(wxpay.HeaderRequestID)).
-		Float64("duration", float64(d.Microseconds())/1000)
+		Str("wechatpay_serial", untrusted.String(res.keyID)).
+		Str("request_id", untrusted.String(r.Header.Get(wxpay.HeaderRequestID))).
+		Float64("duration", float64(d.Microseconds())/1000).
+		Float64("body_read", float64(res.bodyRead.Microseconds())/1000)
 	if res.dedupeKey != "" {
 		ev.Str("dedupe_key", res.dedupeKey)
 	}
@@ -352,7 +485,7 @@ func (h *Handler) logResult(r *http.Request, res result, d time.Duration) {
 		ev.Uint64("stream_seq", res.seq)
 	}
 	if res.err != nil {
-		ev.Err(res.err)
+		ev.Str(zerolog.ErrorFieldName, untrusted.Truncate(res.err.Error(), maxMessageBytes))
 	}
 	ev.Msg("notification")
 }

@@ -44,6 +44,13 @@ type fixture struct {
 // proxy in front of JetStream.
 func setup(t *testing.T, certMerchant bool) *fixture {
 	t.Helper()
+	return setupWith(t, certMerchant, nil, nil)
+}
+
+// setupWith is setup with more merchants, built by extra from the
+// fixture's fake platform, and a Config edited by edit.
+func setupWith(t *testing.T, certMerchant bool, extra func(f *fixture) []ingress.Merchant, edit func(*ingress.Config)) *fixture {
+	t.Helper()
 	f := &fixture{logs: &bytes.Buffer{}, reg: prometheus.NewRegistry()}
 	f.srv = wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey, TimeScale: 0.001})
 	f.m = f.srv.AddMerchant(wxpaytest.MerchantOptions{MchID: "1230000109", APIv2Key: "192006250b4c09247ec02edce69f6a2d"})
@@ -55,11 +62,16 @@ func setup(t *testing.T, certMerchant bool) *fixture {
 	if certMerchant {
 		f.certSrv = wxpaytest.NewServer(t, wxpaytest.Options{})
 		f.certMchs = f.certSrv.AddMerchant(wxpaytest.MerchantOptions{MchID: "1900000001"})
-		cc, err := wxpay.NewClient(f.certSrv.ClientConfig(f.certMchs))
+		ccfg := f.certSrv.ClientConfig(f.certMchs)
+		ccfg.MinRefreshInterval = time.Millisecond // a failed refresh may be retried at once
+		cc, err := wxpay.NewClient(ccfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		merchants = append(merchants, ingress.Merchant{MchID: f.certMchs.MchID, Client: cc})
+	}
+	if extra != nil {
+		merchants = append(merchants, extra(f)...)
 	}
 	f.nats = testenv.StartNATS(t)
 	_, admin := testenv.Connect(t, f.nats.URL)
@@ -69,9 +81,11 @@ func setup(t *testing.T, certMerchant bool) *fixture {
 	f.js = admin
 	f.proxy = testenv.NewProxy(t, strings.TrimPrefix(f.nats.URL, "nats://"))
 	_, js := testenv.Connect(t, "nats://"+f.proxy.Addr(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.ReconnectBufSize(-1))
-	f.h, err = ingress.NewHandler(merchants, events.NewPublisher(js, events.PublisherConfig{Timeout: time.Second}), ingress.Config{
-		Registerer: f.reg, Logger: newLogger(f.logs), PublishTimeout: time.Second,
-	})
+	cfg := ingress.Config{Registerer: f.reg, Logger: newLogger(f.logs), PublishTimeout: time.Second}
+	if edit != nil {
+		edit(&cfg)
+	}
+	f.h, err = ingress.NewHandler(merchants, events.NewPublisher(js, events.PublisherConfig{Timeout: cfg.PublishTimeout}), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +163,11 @@ func TestSuccessIsPublishedThenAnswered(t *testing.T) {
 	}
 	if got := counterValue(t, f.reg, "wxpay_ingress_requests_total", "outcome", "duplicate"); got != 1 {
 		t.Fatalf("duplicate counter %v", got)
+	}
+	// Each verification is counted by the key that verified it: here the
+	// WeChat Pay public key, three times (T1, its retry, T2).
+	if got := seriesValue(t, f.reg, "wxpay_ingress_verified_total", map[string]string{"mchid": "1230000109", "key_kind": "public_key", "key_id": f.srv.PublicKey().ID}); got != 3 {
+		t.Fatalf("wxpay_ingress_verified_total by the public key = %v, want 3", got)
 	}
 	// Nothing secret or personal in the log.
 	for _, secret := range []string{f.m.APIv3Key, "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "ciphertext", string(n.Body[:40])} {
@@ -240,6 +259,17 @@ func TestStatusTable(t *testing.T) {
 	}
 	// The certificate merchant, once the refresh works, verifies: counted by certificate serial.
 	f.certSrv.SetCertificatesAnswer(0, "", "")
+	n, err := f.certSrv.NewNotification(f.certMchs, wxpay.EventTransactionSuccess, paid(f.certMchs.MchID, "J"), wxpaytest.NotificationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := f.post(t, "/notify/1900000001", n); rec.Code != 200 {
+		t.Fatalf("certificate merchant after the refresh recovered: %d %s", rec.Code, rec.Body)
+	}
+	serial := n.Header.Get("Wechatpay-Serial")
+	if got := seriesValue(t, f.reg, "wxpay_ingress_verified_total", map[string]string{"mchid": "1900000001", "key_kind": "certificate", "key_id": serial}); got != 1 {
+		t.Fatalf("wxpay_ingress_verified_total by certificate %s = %v, want 1", serial, got)
+	}
 }
 
 func TestV2Notifications(t *testing.T) {
@@ -290,6 +320,10 @@ func TestV2Notifications(t *testing.T) {
 	}
 	if got := f.streamMsgs(t); got != 2 {
 		t.Fatalf("stream holds %d, want 2 (pay and refund)", got)
+	}
+	// pay, its duplicate and the refund were verified by the API v2 key.
+	if got := seriesValue(t, f.reg, "wxpay_ingress_verified_total", map[string]string{"mchid": "1230000109", "key_kind": "apiv2_key", "key_id": ""}); got != 3 {
+		t.Fatalf("wxpay_ingress_verified_total by the API v2 key = %v, want 3", got)
 	}
 	// The v2 refund maps to the same dedupe key as its v3 form.
 	n, _ := f.srv.NewNotification(f.m, wxpay.EventRefundSuccess, `{"mchid":"1230000109","out_trade_no":"V2PAY","transaction_id":"4200000215201811190261405420","out_refund_no":"R1","refund_id":"50000404922017112502468056157","refund_status":"SUCCESS","success_time":"2018-11-19T16:00:00+08:00","amount":{"total":100,"refund":100,"payer_total":100,"payer_refund":100}}`, wxpaytest.NotificationOptions{})

@@ -14,6 +14,8 @@ type Metrics struct {
 	inFlight   prometheus.Gauge
 	probes     *prometheus.CounterVec
 	verifiedBy *prometheus.CounterVec
+	// refusedConns counts connections beyond the server's limit.
+	refusedConns prometheus.Counter
 }
 
 // NewMetrics registers the ingress metrics with reg (a fresh registry in
@@ -23,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxpay_ingress_requests_total",
-			Help: "Notifications answered, by outcome (ok, duplicate, malformed, missing_header, bad_signature, signature_probe, stale_timestamp, unknown_serial, cert_refresh_failed, decrypt_failed, unknown_merchant, too_large, publish_failed, config_error), event type and format (v3, v2).",
+			Help: "Notifications answered, by outcome (ok, duplicate, malformed, missing_header, bad_signature, signature_probe, stale_timestamp, unknown_serial, cert_refresh_failed, decrypt_failed, unknown_merchant, merchant_mismatch, too_large, slow_upload, busy, publish_failed, config_error, v2_not_configured), event type and format (v3, v2).",
 		}, []string{"outcome", "event_type", "format"}),
 		verify: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "wxpay_ingress_verify_seconds", Help: "Time to verify and decrypt a notification.", Buckets: latency,
@@ -42,8 +44,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wxpay_ingress_verified_total",
 			Help: "Notifications verified, by the key that verified them (platform certificate serial or public key id), for the migration to the WeChat Pay public key.",
 		}, []string{"mchid", "key_kind", "key_id"}),
+		refusedConns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wxpay_ingress_connections_refused_total",
+			Help: "Connections answered 503 and closed because the public listener had its maximum open.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.verify, m.publish, m.inFlight, m.probes, m.verifiedBy)
+	reg.MustRegister(m.requests, m.verify, m.publish, m.inFlight, m.probes, m.verifiedBy, m.refusedConns)
 	return m
 }
 
