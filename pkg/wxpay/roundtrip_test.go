@@ -185,6 +185,10 @@ func TestParseNotificationErrors(t *testing.T) {
 			return b
 		}, []error{wxpay.ErrUnknownSerial}, 401},
 		{"wrong APIv3 key", build(wxpaytest.NotificationOptions{APIv3Key: "another32byteAPIv3keyXXXXXXXXXXX"}), nil, []error{wxpay.ErrDecrypt}, 500},
+		{"serial longer than any serial", build(wxpaytest.NotificationOptions{}), func(h http.Header, b []byte) []byte {
+			h.Set(wxpay.HeaderSerial, "PUB_KEY_ID_"+strings.Repeat("7", 200000))
+			return b
+		}, []error{wxpay.ErrUnknownSerial}, 401},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,6 +200,10 @@ func TestParseNotificationErrors(t *testing.T) {
 			got, err := c.ParseNotification(ctx, h, body)
 			if err == nil {
 				t.Fatalf("accepted %+v", got)
+			}
+			// An error quotes at most a bounded part of what the sender sent.
+			if len(err.Error()) > 512 {
+				t.Fatalf("error is %d bytes: %.200s…", len(err.Error()), err)
 			}
 			for _, w := range tc.want {
 				if !errors.Is(err, w) {

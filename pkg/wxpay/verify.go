@@ -233,10 +233,18 @@ func (c *Client) verifySigned(ctx context.Context, h SignedHeaders, body []byte)
 	return k.id, nil
 }
 
+// maxSerialLen bounds Wechatpay-Serial: a certificate serial is at most 40
+// hex digits and a public key id PUB_KEY_ID_ and some 30 digits.
+const maxSerialLen = 64
+
 // lookupKey finds the key for serial. A certificate serial that is unknown
 // (or whose certificate has expired) triggers one rate-limited refresh when
 // certificates are downloaded; a PUB_KEY_ID_ never does.
 func (c *Client) lookupKey(ctx context.Context, serial string) (*platformKey, error) {
+	if len(serial) > maxSerialLen {
+		// Never echoed: the header is the sender's, of any length.
+		return nil, fmt.Errorf("%w: the header is %d bytes, longer than any certificate serial or public key id", ErrUnknownSerial, len(serial))
+	}
 	now := c.now()
 	if k := c.keys.get(serial); k != nil && k.validAt(now) {
 		return k, nil
