@@ -13,12 +13,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Redis key families of the worker contract (DESIGN "Worker contract"),
+// Redis key families of the worker contract,
 // after the configurable prefix (RouterConfig.KeyPrefix, default
 // DefaultKeyPrefix).
 const (
-	doneKeyFamily = "done:"
-	lockKeyFamily = "lock:"
+	doneKeyFamily     = "done:"
+	lockKeyFamily     = "lock:"
+	attemptsKeyFamily = "attempts:"
 )
 
 // doneKey returns <prefix>done:<consumer>:<dedupe_key>, the marker that
@@ -31,6 +32,15 @@ func doneKey(prefix, consumer, dedupeKey string) string {
 // that runs the consumer's handlers for that event.
 func lockKey(prefix, consumer, dedupeKey string) string {
 	return prefix + lockKeyFamily + consumer + ":" + dedupeKey
+}
+
+// attemptsKey returns <prefix>attempts:<consumer>:<dedupe_key>:<stream_seq>,
+// the count of the handler runs that failed for one stored copy of the
+// event (see countAttempt). The stream sequence makes it the copy's own:
+// a replayed dead letter, or another copy of the same dedupe_key, starts
+// with the whole budget.
+func attemptsKey(prefix, consumer, dedupeKey string, streamSeq uint64) string {
+	return prefix + attemptsKeyFamily + consumer + ":" + dedupeKey + ":" + strconv.FormatUint(streamSeq, 10)
 }
 
 // releaseScript deletes the lock only if it still holds the caller's token
@@ -52,6 +62,14 @@ end
 return 0
 `)
 
+// attemptScript counts one more failed attempt and (re)sets the counter's
+// TTL in one step, so that a counter never outlives its TTL.
+var attemptScript = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return n
+`)
+
 // claimResult is what claim found.
 type claimResult int
 
@@ -64,7 +82,7 @@ const (
 	claimBusy
 )
 
-// dedupe implements DESIGN's Redis sequence for one consumer. Every
+// dedupe implements the worker's Redis sequence for one consumer. Every
 // command touches a single key, so it works on Redis Cluster too (the done
 // and lock keys of an event are in different slots).
 type dedupe struct {
@@ -252,11 +270,12 @@ func (b *batcher) loop() {
 var errMarker = errors.New("done marker not written")
 
 // finish writes the done marker and releases the lock in one round trip
-// (a pipeline: SET done, then the compare-and-delete of the lock). The
-// marker is written first, so a claim that takes the lock afterwards sees
-// it. A failed marker is an error; a failed release is only reported,
-// since the lock expires by itself.
-func (d *dedupe) finish(ctx context.Context, dedupeKey, token, value string) (released bool, err error) {
+// (a pipeline: SET done with the TTL doneTTL, then the compare-and-delete
+// of the lock, then, when streamSeq is not 0, the deletion of that copy's
+// attempt counter). The marker is written first, so a claim that takes the
+// lock afterwards sees it. A failed marker is an error; a failed release
+// is only reported, since the lock and the counter expire by themselves.
+func (d *dedupe) finish(ctx context.Context, dedupeKey, token, value string, streamSeq uint64) (released bool, err error) {
 	done := doneKey(d.prefix, d.consumer, dedupeKey)
 	lock := lockKey(d.prefix, d.consumer, dedupeKey)
 	var set *redis.StatusCmd
@@ -266,6 +285,9 @@ func (d *dedupe) finish(ctx context.Context, dedupeKey, token, value string) (re
 		// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT, and
 		// Redis caches the compiled script by its hash anyway.
 		rel = releaseScript.Eval(ctx, p, []string{lock}, token)
+		if streamSeq != 0 {
+			p.Del(ctx, attemptsKey(d.prefix, d.consumer, dedupeKey, streamSeq))
+		}
 	})
 	if perr != nil && (set == nil || set.Err() == nil) {
 		return false, fmt.Errorf("%w: writing %s: %w", errMarker, done, perr)
@@ -280,14 +302,17 @@ func (d *dedupe) finish(ctx context.Context, dedupeKey, token, value string) (re
 	return n == 1, nil
 }
 
-// markDone writes the done marker with the configured TTL. value says
-// when and where (it is for people reading Redis, not for the router).
-func (d *dedupe) markDone(ctx context.Context, dedupeKey, value string) error {
-	key := doneKey(d.prefix, d.consumer, dedupeKey)
-	if err := d.rdb.Set(ctx, key, value, d.doneTTL).Err(); err != nil {
-		return fmt.Errorf("writing %s: %w", key, err)
+// countAttempt records that the handlers of the stored copy streamSeq of
+// dedupeKey failed once more and returns how many times they failed so
+// far, this one included. The counter lives as long as a done marker
+// (doneTTL), longer than any copy waits in the stream for its redelivery.
+func (d *dedupe) countAttempt(ctx context.Context, dedupeKey string, streamSeq uint64) (uint64, error) {
+	key := attemptsKey(d.prefix, d.consumer, dedupeKey, streamSeq)
+	n, err := attemptScript.Run(ctx, d.rdb, []string{key}, d.doneTTL.Milliseconds()).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("counting the attempt in %s: %w", key, err)
 	}
-	return nil
+	return uint64(max(n, 1)), nil
 }
 
 // release deletes the lock if token still owns it and reports whether it

@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -147,11 +148,8 @@ func TestDedupeDone(t *testing.T) {
 	if got, _, err := d.claim(ctx, key, tok); err != nil || got != claimAcquired {
 		t.Fatalf("claim = %v, %v; want acquired", got, err)
 	}
-	if err := d.markDone(ctx, key, "now"); err != nil {
-		t.Fatalf("markDone: %v", err)
-	}
-	if _, err := d.release(ctx, key, tok); err != nil {
-		t.Fatal(err)
+	if released, err := d.finish(ctx, key, tok, "now", 0); err != nil || !released {
+		t.Fatalf("finish = %v, %v; want the lock released, nil", released, err)
 	}
 	if ttl := rdb.TTL(ctx, done).Val(); ttl < DefaultDoneTTL-time.Minute || ttl > DefaultDoneTTL {
 		t.Errorf("done TTL = %v, want about %v", ttl, DefaultDoneTTL)
@@ -238,7 +236,44 @@ func TestDedupeRedisDown(t *testing.T) {
 	if _, _, err := d.claim(ctx, "k", newLockToken()); err == nil {
 		t.Error("claim with Redis down = nil error, want an error")
 	}
-	if err := d.markDone(ctx, "k", "v"); err == nil {
-		t.Error("markDone with Redis down = nil error, want an error")
+	if _, err := d.finish(ctx, "k", newLockToken(), "v", 0); !errors.Is(err, errMarker) {
+		t.Errorf("finish with Redis down = %v, want an error wrapping %v", err, errMarker)
+	}
+	if _, err := d.countAttempt(ctx, "k", 1); err == nil {
+		t.Error("countAttempt with Redis down = nil error, want an error")
+	}
+}
+
+func TestDedupeAttempts(t *testing.T) {
+	const key = "transaction:4200000007:SUCCESS"
+	d, _, rdb := dedupeEnv(t, time.Second)
+	ctx := testContext(t, 30*time.Second)
+	counter := "wxpay:attempts:billing:transaction:4200000007:SUCCESS:12"
+	if got := attemptsKey(DefaultKeyPrefix, "billing", key, 12); got != counter {
+		t.Fatalf("attemptsKey = %q, want %q", got, counter)
+	}
+	for want := uint64(1); want <= 3; want++ {
+		if got, err := d.countAttempt(ctx, key, 12); err != nil || got != want {
+			t.Fatalf("countAttempt = %d, %v; want %d, nil", got, err, want)
+		}
+	}
+	if ttl := rdb.TTL(ctx, counter).Val(); ttl < DefaultDoneTTL-time.Minute || ttl > DefaultDoneTTL {
+		t.Errorf("attempt counter TTL = %v, want about %v", ttl, DefaultDoneTTL)
+	}
+	// Another stored copy of the event (a replayed dead letter) has a
+	// budget of its own.
+	if got, err := d.countAttempt(ctx, key, 13); err != nil || got != 1 {
+		t.Errorf("countAttempt of another copy = %d, %v; want 1, nil", got, err)
+	}
+	// Done forgets the copy's failures.
+	tok := newLockToken()
+	if got, _, err := d.claim(ctx, key, tok); err != nil || got != claimAcquired {
+		t.Fatalf("claim = %v, %v; want acquired", got, err)
+	}
+	if _, err := d.finish(ctx, key, tok, "now", 12); err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	if n := rdb.Exists(ctx, counter).Val(); n != 0 {
+		t.Errorf("attempt counter exists %d after done, want 0", n)
 	}
 }

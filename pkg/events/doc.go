@@ -5,11 +5,12 @@
 //
 // # Envelope
 //
-// Every event is one JSON Envelope with the fields of DESIGN.md: id,
+// Every event is one JSON Envelope with these fields: id,
 // dedupe_key, event_type, mchid, source, create_time, received_at, summary,
 // resource_type, original_type, resource (the decrypted resource as a JSON
 // object, in the v3 notification's shape) and, for v2 notifications only,
-// v2 (the fields as received).
+// v2 (the authenticated fields as received: those the sign of a pay
+// result covers, or the decrypted req_info of a refund).
 //
 // FromNotification builds the envelope of a verified v3 notification and
 // FromV2 the one of a verified v2 XML notification, mapped onto the v3
@@ -99,33 +100,48 @@
 // error) dead-letters it at once; RetryAfter(d, err) delivers it again
 // after d; any other error delivers it again after an exponential backoff
 // from RouterConfig.RetryBase (1s) doubling to RetryMax (5m), with ±25%
-// jitter (NakWithDelay). An error on delivery RouterConfig.MaxDeliver (10)
-// or later dead-letters the event. The JetStream consumer itself has no
-// delivery limit: the router enforces MaxDeliver, so JetStream never stops
-// delivering an event without a dead letter. Deliveries that ran no
-// handler (Redis down, the lock held elsewhere, shutdown) are counted by
-// JetStream too, but they never dead-letter an event by themselves.
+// jitter (NakWithDelay). The error of attempt RouterConfig.MaxDeliver (10)
+// dead-letters the event. The JetStream consumer itself has no delivery
+// limit: the router enforces MaxDeliver, so JetStream never stops
+// delivering an event without a dead letter. Only deliveries whose
+// handlers ran and failed are attempts, counted in Redis under
+// wxpay:attempts:<consumer>:<dedupe_key>:<stream seq> (kept for DoneTTL,
+// deleted once the event is done); deliveries that ran no handler (Redis
+// down, the lock held elsewhere, shutdown) never use up an event's
+// attempts. A replayed dead letter is a new stored copy with attempts of
+// its own.
 //
 // A dead letter is the original body on
 // wxpaydlq.<consumer>.<mchid>.<event type> (DLQSubject) in WXPAY_DLQ, with
 // the headers Wxpay-Dlq-Reason (the error text), Wxpay-Dlq-Deliveries,
 // Wxpay-Dlq-Consumer, Wxpay-Dlq-Subject (the original subject) and
-// Wxpay-Dlq-Stream-Seq, and the Nats-Msg-Id <consumer>:<stream seq>, so
-// that dead-lettering the same delivery again after a crash is dropped.
+// Wxpay-Dlq-Stream-Seq, and the Nats-Msg-Id
+// <consumer>:<stream seq>:<storage time in Unix nanoseconds>, which names
+// the stored event even across re-creations of WXPAY, so that
+// dead-lettering the same delivery again after a crash is dropped.
 // The original is terminated only after WXPAY_DLQ acknowledged the dead
 // letter; if that publish fails, the event is delivered again later.
 // Nothing is dropped.
 //
 // ListDeadLetters reads dead letters, per team (consumer), per merchant
 // and per original subject pattern. ReplayDeadLetters publishes them again
-// on their original subjects (Nats-Msg-Id replay:<dead letter seq>) and
+// on their original subjects (Nats-Msg-Id
+// replay:<dead letter seq>:<its storage time in Unix nanoseconds>) and
 // deletes each from WXPAY_DLQ only after WXPAY acknowledged it. A replayed
 // event reaches every consumer whose filter matches, not only the team
 // that failed it; the others find their done marker and skip it.
 //
+// JetStream removes an event from WXPAY at the stream's max age (7 days
+// by default) whether a consumer acknowledged it or not, and a dead
+// letter from WXPAY_DLQ at its own (30 days). A RetentionMonitor, run
+// next to the router, exports the age of each consumer's oldest
+// unacknowledged event (wxpay_worker_oldest_unacked_seconds) and oldest
+// dead letter (wxpay_dlq_oldest_seconds), and logs a warning once one
+// passes half of its stream's max age.
+//
 // # Dedupe
 //
-// Before any handler runs, Redis decides, with the keys of DESIGN (prefix
+// Before any handler runs, Redis decides, with these keys (prefix
 // RouterConfig.KeyPrefix, default wxpay:):
 //
 //  1. wxpay:done:<consumer>:<dedupe_key> exists: the event is acknowledged
@@ -137,7 +153,10 @@
 //  3. Holding the lock, it checks done again (the holder may have finished
 //     meanwhile), then runs the handlers, extending the message's ack wait
 //     (InProgress) and the lock every AckWait/3; only the owner can extend
-//     or release the lock (compare-and-set Lua scripts).
+//     or release the lock (compare-and-set Lua scripts). The handlers'
+//     context ends when the lock turns out lost, or when it was last
+//     confirmed (claimed or extended) 4/5 of its TTL ago, Redis not
+//     answering: they stop before another worker can claim the event.
 //  4. After the handlers succeeded: SET done (TTL RouterConfig.DoneTTL,
 //     default 7 days, never under 25 h since WeChat retries for about a
 //     day), release the lock, then acknowledge.
@@ -161,7 +180,9 @@
 //
 // Run returns nil after its ctx is cancelled and the work in flight is
 // finished. It stops fetching; events it had fetched but not started are
-// handed back at once (Nak without delay) for another worker; running
+// handed back, once its last pull has ended (at most a second), with a
+// delay of that length (NakWithDelay), so that they go to another worker
+// instead of straight back into a pull of the stopping one; running
 // handlers keep a context that shutdown does not cancel, bounded by
 // RouterConfig.HandlerTimeout (which is less than the ack wait), and their
 // events are marked done and acknowledged as usual. Run leaves the NATS

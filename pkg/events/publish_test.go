@@ -164,16 +164,21 @@ func TestPublishDuplicateStorm(t *testing.T) {
 // WXPAY_TEST_NATS_URL says, because it stops the server.
 func TestPublishServerDown(t *testing.T) {
 	t.Parallel()
-	const timeout = 300 * time.Millisecond
+	// Longer than DefaultPublishTimeout, so that a publisher that ignored
+	// its Timeout would give up too early, and far shorter than the
+	// caller's deadline, so that one that ignored both would be late.
+	const timeout = DefaultPublishTimeout + time.Second
 	tests := []struct {
 		name      string
 		breakIt   func(s interface{ Shutdown() }, nc *nats.Conn)
 		wantCause error
+		waits     bool // the publisher keeps trying until its Timeout
 	}{
 		{
 			name:      "server shut down",
 			breakIt:   func(s interface{ Shutdown() }, nc *nats.Conn) { s.Shutdown() },
 			wantCause: context.DeadlineExceeded,
+			waits:     true,
 		},
 		{
 			name:      "connection closed",
@@ -190,7 +195,7 @@ func TestPublishServerDown(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx := testContext(t, 30*time.Second)
+			ctx := testContext(t, time.Minute)
 			ensureStreams(ctx, t, js)
 			p := NewPublisher(js, PublisherConfig{Timeout: timeout})
 			if _, err := p.Publish(ctx, validEnvelope()); err != nil {
@@ -207,8 +212,14 @@ func TestPublishServerDown(t *testing.T) {
 			if errors.Is(err, ErrMalformedEnvelope) {
 				t.Errorf("error %v wraps %v, want it not to", err, ErrMalformedEnvelope)
 			}
-			if limit := timeout + 200*time.Millisecond; elapsed > limit {
-				t.Errorf("Publish took %v, want at most %v", elapsed, limit)
+			if tt.waits && elapsed < DefaultPublishTimeout+timeout/6 {
+				t.Errorf("Publish gave up after %v, want it to keep trying for its Timeout %v", elapsed, timeout)
+			}
+			if limit := 10 * timeout; elapsed > limit {
+				t.Errorf("Publish took %v, want it to end at its Timeout %v (at most %v)", elapsed, timeout, limit)
+			}
+			if ctx.Err() != nil {
+				t.Errorf("the caller's deadline ended Publish, want its Timeout %v to", timeout)
 			}
 		})
 	}
@@ -223,7 +234,8 @@ func TestPublishCallerDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewPublisher(js, PublisherConfig{Timeout: 10 * time.Second})
+	const publishTimeout = time.Minute
+	p := NewPublisher(js, PublisherConfig{Timeout: publishTimeout})
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -232,8 +244,8 @@ func TestPublishCallerDeadline(t *testing.T) {
 	if !errors.Is(err, ErrPublish) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
 		t.Errorf("got error %v, want one wrapping %v and %v", err, ErrPublish, jetstream.ErrNoStreamResponse)
 	}
-	if elapsed > 500*time.Millisecond {
-		t.Errorf("Publish took %v, want at most 500ms", elapsed)
+	if elapsed > publishTimeout/4 {
+		t.Errorf("Publish took %v, want it to end at the caller's 300ms deadline, far from its Timeout %v", elapsed, publishTimeout)
 	}
 }
 

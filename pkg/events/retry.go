@@ -11,13 +11,13 @@ import (
 const retryJitter = 0.25
 
 // redeliveryDelay returns how long a failed event waits before its next
-// delivery (NakWithDelay), given how often it was delivered so far
-// (NumDelivered, 1 on the first delivery). It is a pure function of its
+// delivery (NakWithDelay), given its attempt number: how often its
+// handlers have run and failed so far, 1 after the first failure. It is a pure function of its
 // arguments: rand returns a number in [0, 1) (math/rand/v2's Float64, or a
 // fixed value in tests).
 //
 // The schedule is cenkalti/backoff's exponential one: cfg.RetryBase on the
-// first failure, doubling with every delivery up to cfg.RetryMax. The
+// first failure, doubling with every attempt up to cfg.RetryMax. The
 // spread of ±retryJitter (so that events that failed together do not come
 // back together) is applied here rather than by the library, whose jitter
 // draws from the global random source and so cannot be pinned in tests.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,8 +28,10 @@ import (
 //   - Respect ctx cancellation. ctx ends HandlerTimeout after the handler
 //     started (also when the worker shuts down: shutdown lets running
 //     handlers finish within that time), or earlier if the router lost the
-//     event's Redis lock. Return soon after ctx is done; a handler that
-//     ignores it delays shutdown and keeps its event's slot.
+//     event's Redis lock or could not extend it in time (Redis not
+//     answering), before another worker can take the event over. Return
+//     soon after ctx is done; a handler that ignores it delays shutdown
+//     and keeps its event's slot.
 //   - It may be called more than once for the same dedupe_key: after a
 //     crash or a failed acknowledgement, when Redis lost its keys, when
 //     the done marker (RouterConfig.DoneTTL) expired, after a replay, and
@@ -41,7 +44,7 @@ import (
 //     ErrMalformedEnvelope error such as DecodeResource returns: the event
 //     goes to the dead letters at once. RetryAfter(d, err): delivered again
 //     after d. Any other error: delivered again after an exponential
-//     backoff, and dead-lettered on the last allowed delivery
+//     backoff, and dead-lettered on the last allowed attempt
 //     (RouterConfig.MaxDeliver). A panic counts as an ordinary error.
 //
 // The context carries a zerolog logger with the event's subject,
@@ -89,8 +92,7 @@ const (
 // RouterConfig holds a Router's settings. Consumer is required; every
 // other zero value means the documented default.
 type RouterConfig struct {
-	// Consumer is the durable consumer's name: one per team (DESIGN
-	// "Worker contract"). Every worker process of the team uses the same
+	// Consumer is the durable consumer's name: one per team. Every worker process of the team uses the same
 	// name and shares the work. It must be a single subject token without
 	// "/" or "\", since it also names the dead-letter subjects and the
 	// Redis keys. Required.
@@ -110,12 +112,14 @@ type RouterConfig struct {
 	// (30s).
 	AckWait time.Duration
 
-	// MaxDeliver is how many deliveries a failing event gets: a handler
-	// error on delivery MaxDeliver (or later) dead-letters it. Deliveries
-	// that ran no handler (Redis down, another worker holding the lock,
-	// shutdown) count too, since JetStream counts them, but they never
-	// dead-letter an event by themselves. The JetStream consumer itself is
-	// created with no delivery limit, so that JetStream never stops
+	// MaxDeliver is how many attempts a failing event gets: the handler
+	// error of attempt MaxDeliver dead-letters it. Only deliveries whose
+	// handlers ran and failed are attempts; the router counts them in
+	// Redis (<prefix>attempts:<consumer>:<dedupe_key>:<stream_seq>, kept
+	// for DoneTTL), so deliveries that ran no handler (Redis down, another
+	// worker holding the lock, shutdown) never use up the budget, although
+	// JetStream counts them in NumDelivered. The JetStream consumer itself
+	// is created with no delivery limit, so that JetStream never stops
 	// delivering an event silently. Default DefaultMaxDeliver (10).
 	MaxDeliver int
 
@@ -258,7 +262,7 @@ type Router struct {
 	dedupe  *dedupe
 
 	// Timing knobs derived from cfg; tests shorten healthInterval.
-	pollWait       time.Duration // how long one fetch waits for events
+	pollWait       time.Duration // how long one fetch waits for events (shutdown waits for the last)
 	healthInterval time.Duration // Redis PING period
 	opTimeout      time.Duration // bound of one Redis or JetStream call
 	rand           func() float64
@@ -301,7 +305,7 @@ func NewRouter(js jetstream.JetStream, rdb redis.UniversalClient, cfg RouterConf
 			lockTTL:  cfg.AckWait,
 			doneTTL:  cfg.DoneTTL,
 		},
-		pollWait:       min(cfg.AckWait/2, 5*time.Second),
+		pollWait:       min(cfg.AckWait/2, time.Second),
 		healthInterval: time.Second,
 		opTimeout:      min(max(cfg.AckWait/3, 100*time.Millisecond), 5*time.Second),
 		rand:           rand.Float64,
@@ -539,8 +543,10 @@ func (r *Router) ensureConsumer(ctx context.Context, filters []string) (jetstrea
 // unprocessed.
 //
 // When ctx is cancelled Run stops fetching; events it fetched but had not
-// started are handed back at once (Nak) for another worker, and running
-// handlers get HandlerTimeout to finish and be acknowledged. Run returns
+// started are handed back once its last pull has ended, with a delay as
+// long as a pull lasts (NakWithDelay), so that they go to another worker
+// rather than back to the one stopping; running handlers get
+// HandlerTimeout to finish and be acknowledged. Run returns
 // nil after that. It returns an error at once if there is no handler, the
 // NATS server is older than 2.10 (ErrServerTooOld) or the consumer cannot
 // be created, and later if the NATS connection or the Redis client is
@@ -644,11 +650,14 @@ func (r *Router) fetchLoop(ctx context.Context, cons jetstream.Consumer, filters
 			continue
 		}
 		got := 0
+		var held []jetstream.Msg
 		for msg := range batch.Messages() {
 			got++
 			if ctx.Err() != nil {
-				// Fetched while stopping: hand it to another worker now.
-				r.handBack(msg)
+				// Fetched while stopping. Handing it back now would put it
+				// straight back into this pull, which stays open until it
+				// expires: hold it until then.
+				held = append(held, msg)
 				release(sem, 1)
 				continue
 			}
@@ -660,6 +669,10 @@ func (r *Router) fetchLoop(ctx context.Context, cons jetstream.Consumer, filters
 			}()
 		}
 		release(sem, n-got)
+		// The pull has ended: nothing handed back now can come back to it.
+		for _, msg := range held {
+			r.handBack(msg)
+		}
 		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) {
 			if r.connClosed(err) {
 				return fmt.Errorf("events: consumer %s: %w", r.cfg.Consumer, err)
@@ -772,16 +785,27 @@ var errShutdown = errors.New("worker stopping")
 // errLockBusy is the log cause of events another worker is running.
 var errLockBusy = errors.New("another worker holds the event's lock")
 
-// errLockLost cancels a handler whose Redis lock expired.
+// errLockLost cancels a handler whose Redis lock expired or was taken.
 var errLockLost = errors.New("events: the event's Redis lock expired while its handlers ran")
 
-// handBack returns a message fetched while stopping, without delay.
+// errLockUnconfirmed cancels a handler whose Redis lock could not be
+// extended in time: it may expire while the handler runs.
+var errLockUnconfirmed = errors.New("events: the event's Redis lock could not be extended; it may expire while its handlers run")
+
+// handBackDelay is how long an event handed back while stopping waits
+// before its next delivery: as long as a pull lasts, so that it is not
+// delivered again into a pull this worker opened before it stopped, and
+// goes to another worker (or to this one after its restart) instead.
+func (r *Router) handBackDelay() time.Duration { return r.pollWait }
+
+// handBack returns a message fetched while stopping, with handBackDelay.
 func (r *Router) handBack(msg jetstream.Msg) {
-	ev := r.log.Info().Str("subject", msg.Subject()).Str("outcome", "nak").Err(errShutdown)
+	delay := r.handBackDelay()
+	ev := r.log.Info().Str("subject", msg.Subject()).Str("outcome", "nak").Dur("retry_in", delay).Err(errShutdown)
 	if meta, err := msg.Metadata(); err == nil {
 		ev = ev.Uint64("stream_seq", meta.Sequence.Stream).Uint64("delivery", meta.NumDelivered)
 	}
-	if err := msg.Nak(); err != nil {
+	if err := msg.NakWithDelay(delay); err != nil {
 		ev = ev.AnErr("nak_error", err)
 	}
 	r.metrics.retries.WithLabelValues(r.cfg.Consumer, "", retryShutdown).Inc()
@@ -814,11 +838,12 @@ type action struct {
 	cause string        // actionDeadLetter: dlqPermanent or dlqMaxDeliver
 }
 
-// decide maps a handler error on delivery n to what happens next, in one
-// place (STYLE §7): a Permanent or malformed-envelope error is
-// dead-lettered at once; on delivery MaxDeliver or later any error is
-// dead-lettered; a RetryAfter error is retried after its delay; any
-// other error after redeliveryDelay(n).
+// decide maps the handler error of failed attempt n (1 for the first
+// delivery whose handlers failed, see countAttempt) to what happens next,
+// in one place: a Permanent or malformed-envelope error is dead-lettered
+// at once; on attempt MaxDeliver or later any error is dead-lettered; a
+// RetryAfter error is retried after its delay; any other error after
+// redeliveryDelay(n).
 func decide(err error, n uint64, cfg RouterConfig, rand func() float64) action {
 	switch {
 	case IsPermanent(err):
@@ -874,11 +899,12 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if ctx.Err() != nil {
-		r.nak(d, 0, retryShutdown, errShutdown)
+		r.nak(d, r.handBackDelay(), retryShutdown, errShutdown)
 		return
 	}
 
 	token := newLockToken()
+	claimed := time.Now() // the lock's TTL runs from about now
 	cctx, cancel := context.WithTimeout(bg, r.opTimeout)
 	res, ttl, err := r.dedupe.claim(cctx, env.DedupeKey, token)
 	cancel()
@@ -902,7 +928,7 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 	// The lock is ours until released or expired.
 	hctx, cancelLock := context.WithCancelCause(bg)
 	defer cancelLock(nil)
-	stopKeepAlive := r.keepAlive(bg, d, env.DedupeKey, token, cancelLock)
+	stopKeepAlive := r.keepAlive(bg, d, env.DedupeKey, token, claimed, cancelLock)
 	defer stopKeepAlive()
 	unlock := func() {
 		ctx, cancel := context.WithTimeout(bg, r.opTimeout)
@@ -914,7 +940,7 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 	if ctx.Err() != nil {
 		stopKeepAlive()
 		unlock()
-		r.nak(d, 0, retryShutdown, errShutdown)
+		r.nak(d, r.handBackDelay(), retryShutdown, errShutdown)
 		return
 	}
 
@@ -942,7 +968,25 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	act := decide(herr, d.n, r.cfg, r.rand)
+	// Count the failed attempt while the lock is still held. A permanent
+	// error needs no count: it is dead-lettered whatever the count.
+	var attempt uint64
+	if !IsPermanent(herr) {
+		cctx, cancel := context.WithTimeout(bg, r.opTimeout)
+		n, err := r.dedupe.countAttempt(cctx, env.DedupeKey, d.seq)
+		cancel()
+		if err != nil {
+			stopKeepAlive()
+			unlock()
+			r.setRedis(err)
+			r.nak(d, redeliveryDelay(1, r.cfg, r.rand), retryRedis,
+				fmt.Errorf("handlers failed (%v) and the attempt could not be counted (it runs again, uncounted): %w", herr, err))
+			return
+		}
+		attempt = n
+		d.log = d.log.With().Uint64("attempt", attempt).Logger()
+	}
+	act := decide(herr, attempt, r.cfg, r.rand)
 	switch act.kind {
 	case actionDeadLetter:
 		r.deadLetter(bg, d, herr, act.cause)
@@ -957,39 +1001,61 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 
 // keepAlive extends the message's ack wait (InProgress) and the Redis lock
 // every AckWait/3 until the returned stop is called (stop may be called
-// more than once). If the lock turns out lost, it cancels the handlers
-// with errLockLost.
-func (r *Router) keepAlive(ctx context.Context, d *delivery, dedupeKey, token string, cancel context.CancelCauseFunc) func() {
-	// A timer rather than a goroutine per delivery: most handlers finish
+// more than once), trying again sooner after a failed extension. It
+// cancels the handlers with errLockLost when the lock turns out expired or
+// taken, and with errLockUnconfirmed when the last confirmation of the
+// lock (its claim at claimed, then each successful extension) is older
+// than lockHold: past that, the lock may expire while the handlers run and
+// another worker may claim the event.
+func (r *Router) keepAlive(ctx context.Context, d *delivery, dedupeKey, token string, claimed time.Time, cancel context.CancelCauseFunc) func() {
+	// Timers rather than a goroutine per delivery: most handlers finish
 	// long before the first extension is due, and then nothing ran.
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	tick := func() {
+	var mu sync.Mutex // serialises ticks and stop
+	var stopped atomic.Bool
+	var t, watchdog *time.Timer
+	hold := r.lockHold()
+	every := r.cfg.AckWait / 3
+	// tick extends both and returns when to do it again.
+	tick := func() time.Duration {
+		if watchdog == nil {
+			// Armed at the first tick, which comes before hold is over;
+			// it does not take mu, so that it fires on time even while a
+			// tick waits for a Redis that does not answer.
+			watchdog = time.AfterFunc(time.Until(claimed.Add(hold)), func() {
+				if stopped.Load() {
+					return
+				}
+				d.log.Warn().Err(errLockUnconfirmed).Dur("unconfirmed_for", hold).Msg("lock not extended in time; cancelling the handlers")
+				cancel(errLockUnconfirmed)
+			})
+		}
 		if err := d.msg.InProgress(); err != nil {
 			d.log.Warn().Err(err).Msg("extending the ack wait failed")
 		}
+		sent := time.Now() // the extension runs from no earlier than this
 		rctx, rcancel := context.WithTimeout(ctx, r.opTimeout)
 		ok, err := r.dedupe.refresh(rctx, dedupeKey, token)
 		rcancel()
 		switch {
 		case err != nil:
 			d.log.Warn().Err(err).Msg("extending the lock failed")
+			return every / 4
 		case !ok:
 			d.log.Warn().Err(errLockLost).Msg("lock lost; cancelling the handlers")
 			cancel(errLockLost)
+			return every
 		}
+		watchdog.Reset(time.Until(sent.Add(hold)))
+		return every
 	}
-	every := r.cfg.AckWait / 3
 	var run func()
 	run = func() {
 		mu.Lock()
 		defer mu.Unlock()
-		if stopped {
+		if stopped.Load() {
 			return
 		}
-		tick()
-		t.Reset(every)
+		t.Reset(tick())
 	}
 	mu.Lock()
 	t = time.AfterFunc(every, run)
@@ -997,11 +1063,20 @@ func (r *Router) keepAlive(ctx context.Context, d *delivery, dedupeKey, token st
 	return func() {
 		// Holding mu waits for a running tick; after it no tick starts.
 		mu.Lock()
-		stopped = true
+		stopped.Store(true)
 		t.Stop()
+		if watchdog != nil {
+			watchdog.Stop()
+		}
 		mu.Unlock()
 	}
 }
+
+// lockHold is how long after the last confirmation of an event's lock its
+// handlers may keep running: the lock's TTL (AckWait) less a fifth, the
+// share HandlerTimeout leaves by default, so that a handler has time to
+// stop before the lock can expire.
+func (r *Router) lockHold() time.Duration { return r.cfg.AckWait - r.cfg.AckWait/5 }
 
 // runHandlers runs the routes in order and returns the first error.
 func (r *Router) runHandlers(ctx context.Context, routes []route, env Envelope) error {
@@ -1025,20 +1100,26 @@ func callHandler(ctx context.Context, rt route, env Envelope) (err error) {
 	return rt.h.HandleEvent(ctx, env)
 }
 
-// markDone writes the done marker and releases the lock (one round trip),
-// trying a few times within opTimeout. A lock that could not be released
-// expires by itself.
+// markDone writes the done marker, releases the lock and forgets the
+// failed attempts (one round trip), trying a few times within opTimeout.
+// A lock that could not be released expires by itself.
 func (r *Router) markDone(ctx context.Context, dedupeKey, token string, d *delivery) error {
 	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
 	defer cancel()
 	value := time.Now().UTC().Format(time.RFC3339) + " seq=" + strconv.FormatUint(d.seq, 10)
+	// Only a redelivery can have failed attempts to forget; a first
+	// delivery saves the command.
+	var attemptsSeq uint64
+	if d.n > 1 {
+		attemptsSeq = d.seq
+	}
 	var err error
 	for attempt := range 3 {
 		if attempt > 0 && !sleepCtx(ctx, time.Duration(attempt)*20*time.Millisecond) {
 			break
 		}
 		var released bool
-		released, err = r.dedupe.finish(ctx, dedupeKey, token, value)
+		released, err = r.dedupe.finish(ctx, dedupeKey, token, value, attemptsSeq)
 		if err == nil {
 			if !released {
 				d.log.Debug().Msg("the lock was gone when released; it had expired")
@@ -1088,7 +1169,7 @@ func (r *Router) nak(d *delivery, delay time.Duration, reason string, cause erro
 func (r *Router) deadLetter(ctx context.Context, d *delivery, reason error, cause string) {
 	m := deadLetterMsg(r.cfg.Consumer, d.msg.Subject(), d.msg.Headers(), d.msg.Data(), d.seq, d.n, reason.Error())
 	pctx, cancel := context.WithTimeout(ctx, r.opTimeout)
-	err := publishDeadLetter(pctx, r.js, m, r.cfg.Consumer, d.seq)
+	err := publishDeadLetter(pctx, r.js, m, deadLetterMsgID(r.cfg.Consumer, d.msg))
 	cancel()
 	if err != nil {
 		r.nak(d, redeliveryDelay(d.n, r.cfg, r.rand), retryDLQFailed,

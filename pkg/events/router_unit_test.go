@@ -211,16 +211,16 @@ func TestDecide(t *testing.T) {
 		n    uint64
 		want action
 	}{
-		{"error on the first delivery", boom, 1, action{kind: actionRetry, delay: time.Second}},
-		{"error on the third delivery", boom, 3, action{kind: actionRetry, delay: 4 * time.Second}},
-		{"error on the last delivery", boom, 5, action{kind: actionDeadLetter, cause: dlqMaxDeliver}},
-		{"error past the last delivery", boom, 9, action{kind: actionDeadLetter, cause: dlqMaxDeliver}},
+		{"error on the first attempt", boom, 1, action{kind: actionRetry, delay: time.Second}},
+		{"error on the third attempt", boom, 3, action{kind: actionRetry, delay: 4 * time.Second}},
+		{"error on the last attempt", boom, 5, action{kind: actionDeadLetter, cause: dlqMaxDeliver}},
+		{"error past the last attempt", boom, 9, action{kind: actionDeadLetter, cause: dlqMaxDeliver}},
 		{"permanent", Permanent(boom), 1, action{kind: actionDeadLetter, cause: dlqPermanent}},
 		{"wrapped permanent", fmt.Errorf("fulfil: %w", Permanent(boom)), 1, action{kind: actionDeadLetter, cause: dlqPermanent}},
-		{"permanent on the last delivery", Permanent(boom), 5, action{kind: actionDeadLetter, cause: dlqPermanent}},
+		{"permanent on the last attempt", Permanent(boom), 5, action{kind: actionDeadLetter, cause: dlqPermanent}},
 		{"malformed resource", fmt.Errorf("%w: resource", ErrMalformedEnvelope), 2, action{kind: actionDeadLetter, cause: dlqPermanent}},
 		{"retry after", RetryAfter(7*time.Second, boom), 1, action{kind: actionRetry, delay: 7 * time.Second}},
-		{"retry after on the last delivery", RetryAfter(7*time.Second, boom), 5, action{kind: actionDeadLetter, cause: dlqMaxDeliver}},
+		{"retry after on the last attempt", RetryAfter(7*time.Second, boom), 5, action{kind: actionDeadLetter, cause: dlqMaxDeliver}},
 		{"retry after around permanent", RetryAfter(time.Second, Permanent(boom)), 1, action{kind: actionDeadLetter, cause: dlqPermanent}},
 		{"handler timeout", context.DeadlineExceeded, 1, action{kind: actionRetry, delay: time.Second}},
 		{"cancelled by a lost lock", fmt.Errorf("x: %w", context.Canceled), 2, action{kind: actionRetry, delay: 2 * time.Second}},
