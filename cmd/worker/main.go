@@ -82,12 +82,12 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	fs.Var(handlerList, "handler", "built-in handler to run: log, tracker or forward; repeat the flag or separate with commas for several, run in that order (env WORKER_HANDLERS)")
 	concurrency := config.Int(fs, getenv, "concurrency", "WORKER_CONCURRENCY", events.DefaultConcurrency, "events handled at once by this process")
 	ackWait := config.Duration(fs, getenv, "ack-wait", "WORKER_ACK_WAIT", events.DefaultAckWait, "JetStream ack wait (also the Redis lock TTL)")
-	maxDeliver := config.Int(fs, getenv, "max-deliver", "WORKER_MAX_DELIVER", events.DefaultMaxDeliver, "deliveries before a failing event is dead-lettered")
+	maxDeliver := config.Int(fs, getenv, "max-deliver", "WORKER_MAX_DELIVER", events.DefaultMaxDeliver, "failed handler attempts before an event is dead-lettered (deliveries that ran no handler do not count)")
 	retryBase := config.Duration(fs, getenv, "retry-base", "WORKER_RETRY_BASE", events.DefaultRetryBase, "first redelivery delay (doubles per delivery)")
 	retryMax := config.Duration(fs, getenv, "retry-max", "WORKER_RETRY_MAX", events.DefaultRetryMax, "longest redelivery delay")
 	doneTTL := config.Duration(fs, getenv, "done-ttl", "WORKER_DONE_TTL", events.DefaultDoneTTL, "how long a handled event's done marker is kept (at least 25h)")
 	keyPrefix := config.String(fs, getenv, "key-prefix", "REDIS_KEY_PREFIX", events.DefaultKeyPrefix, "prefix of every Redis key")
-	forwardURL := config.String(fs, getenv, "forward-url", "FORWARD_URL", "", "forward handler: where to POST each event")
+	forwardURL := config.URL(fs, getenv, "forward-url", "FORWARD_URL", "", "forward handler: where to POST each event")
 	forwardSecret := config.Secret(fs, getenv, "forward-secret", "FORWARD_SECRET", "forward-secret-file", "FORWARD_SECRET_FILE", "forward handler: HMAC secret of Wxpay-Notify-Signature")
 	forwardTimeout := config.Duration(fs, getenv, "forward-timeout", "FORWARD_TIMEOUT", handlers.DefaultForwardTimeout, "forward handler: timeout per call")
 	replicas := config.Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams")
@@ -185,6 +185,22 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if err := ensureStreams(ctx, js, events.StreamConfig{Replicas: *replicas}, log); err != nil {
 		return err
 	}
+	// Ages of what the streams' max age would remove silently: the oldest
+	// unacknowledged event and the oldest dead letter of the consumer.
+	mon, err := events.NewRetentionMonitor(js, events.RetentionConfig{Consumers: []string{*consumer}, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	monCtx, stopMon := context.WithCancel(ctx)
+	monDone := make(chan struct{})
+	go func() {
+		defer close(monDone)
+		mon.Run(monCtx)
+	}()
+	defer func() {
+		stopMon()
+		<-monDone
+	}()
 	routerReady := func(context.Context) error { return r.Ready() }
 	adminSrv, adminAddr, err := admin.Listen(common.AdminAddr, admin.Handler(reg, routerReady, admin.NATSReady(nc, js, events.StreamName, events.DLQStreamName)))
 	if err != nil {

@@ -8,11 +8,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
@@ -70,10 +73,11 @@ func TestWorkerForwardTrackerAndDLQ(t *testing.T) {
 	wctx, stop := context.WithCancel(ctx)
 	out := &testenv.Buffer{}
 	done := make(chan error, 1)
-	adminAddr := make(chan string, 1)
-	go func() { done <- run(wctx, nil, getenv, out, func(a string) { adminAddr <- a }) }()
+	adminAddrs := make(chan string, 1)
+	go func() { done <- run(wctx, nil, getenv, out, func(a string) { adminAddrs <- a }) }()
+	var adminAddr string
 	select {
-	case <-adminAddr:
+	case adminAddr = <-adminAddrs:
 	case err := <-done:
 		t.Fatalf("worker stopped: %v\n%s", err, out)
 	case <-time.After(20 * time.Second):
@@ -88,6 +92,10 @@ func TestWorkerForwardTrackerAndDLQ(t *testing.T) {
 	opt, _ := redis.ParseURL(rs.URL)
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
+	// The ages of what the streams' max age would remove are exported.
+	for _, name := range []string{`wxpay_worker_oldest_unacked_seconds{consumer="fulfilment"}`, `wxpay_dlq_oldest_seconds{consumer="fulfilment"}`} {
+		waitFor(t, name, func() bool { return metric(t, adminAddr, name) >= 0 })
+	}
 	waitFor(t, "two events forwarded and one dead-lettered", func() bool {
 		mu.Lock()
 		n := len(received)
@@ -125,11 +133,23 @@ func TestWorkerForwardTrackerAndDLQ(t *testing.T) {
 		defer mu.Unlock()
 		return received[events.TransactionKey("4200000003")] == 1
 	})
-	// Duplicates of processed events are not forwarded again.
-	if _, err := pub.Publish(ctx, func() events.Envelope { e := paidEnvelope("T-1", "4200000001"); return e }()); err != nil {
+	// Duplicates of processed events are not forwarded again. The copy
+	// has a Nats-Msg-Id of its own, or WXPAY's duplicate window would
+	// drop it before the worker sees it.
+	data, err := json.Marshal(paidEnvelope("T-1", "4200000001"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: events.Subject("1230000109", "TRANSACTION.SUCCESS"), Data: data}, jetstream.WithMsgID("a-copy-of-T-1"))
+	if err != nil || ack.Duplicate {
+		t.Fatalf("publishing a copy of T-1: %v, %+v; want it stored", err, ack)
+	}
+	waitFor(t, "the copy acknowledged as a duplicate, or forwarded", func() bool {
+		mu.Lock()
+		forwarded := received[events.TransactionKey("4200000001")]
+		mu.Unlock()
+		return forwarded > 1 || metric(t, adminAddr, `wxpay_worker_duplicates_total{consumer="fulfilment",event_type="transaction.success"}`) == 1
+	})
 	mu.Lock()
 	for k, n := range received {
 		if n != 1 {
@@ -173,6 +193,31 @@ func TestWorkerConfigErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// metric returns the value of the sample named series (name{labels} as
+// /metrics prints it) on the admin listener at addr, -1 when absent.
+func metric(t *testing.T, addr, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	return -1
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -1,7 +1,9 @@
 package events
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,20 +40,35 @@ const (
 // maxReasonLen bounds the Wxpay-Dlq-Reason header and the Term reason.
 const maxReasonLen = 1024
 
-// dlqMsgID is the Nats-Msg-Id of the dead letter of stream sequence seq
-// for consumer: dead-lettering the same delivery again after a crash
-// (between the DLQ publish and the Term) is dropped by WXPAY_DLQ's
-// duplicate window.
-func dlqMsgID(consumer string, seq uint64) string {
-	return consumer + ":" + strconv.FormatUint(seq, 10)
+// dlqMsgID is the Nats-Msg-Id of consumer's dead letter of the WXPAY
+// message stored at streamSeq at time stored. The sequence alone repeats
+// once WXPAY is deleted and created again; with the storage time the id
+// names one stored message for good. Every delivery of that message gets
+// the same id, so dead-lettering it again after a crash or a timed-out
+// publish (between the DLQ publish and the Term) is dropped by
+// WXPAY_DLQ's duplicate window, while a replayed copy, stored anew, gets
+// an id of its own.
+func dlqMsgID(consumer string, streamSeq uint64, stored time.Time) string {
+	return consumer + ":" + strconv.FormatUint(streamSeq, 10) + ":" + strconv.FormatInt(stored.UnixNano(), 10)
 }
 
-// replayMsgID is the Nats-Msg-Id of the replay of dead letter dlqSeq: new
-// to WXPAY's duplicate window (which remembers the dedupe_key, not this),
-// and the same when a replay is repeated after a crash between the
-// publish and the delete.
-func replayMsgID(dlqSeq uint64) string {
-	return "replay:" + strconv.FormatUint(dlqSeq, 10)
+// deadLetterMsgID is dlqMsgID of a delivered message.
+func deadLetterMsgID(consumer string, msg jetstream.Msg) string {
+	var seq uint64
+	var stored time.Time
+	if meta, err := msg.Metadata(); err == nil {
+		seq, stored = meta.Sequence.Stream, meta.Timestamp
+	}
+	return dlqMsgID(consumer, seq, stored)
+}
+
+// replayMsgID is the Nats-Msg-Id of the replay of dead letter dl: new to
+// WXPAY's duplicate window (which remembers the dedupe_key, not this),
+// and the same when a replay of dl is repeated after a crash between the
+// publish and the delete. Like dlqMsgID it holds the dead letter's storage
+// time, since WXPAY_DLQ's sequences restart when it is created again.
+func replayMsgID(dl DeadLetter) string {
+	return "replay:" + strconv.FormatUint(dl.Seq, 10) + ":" + strconv.FormatInt(dl.Time.UnixNano(), 10)
 }
 
 // dlqSubjectFor returns the dead-letter subject of an event of subject
@@ -119,20 +136,73 @@ func deadLetterMsg(consumer, subject string, header nats.Header, data []byte, st
 	return &nats.Msg{Subject: dlqSubjectFor(consumer, subject), Header: h, Data: data}
 }
 
-// publishDeadLetter publishes the dead letter and waits for WXPAY_DLQ's
-// acknowledgement. Only a nil error allows the caller to Term the
-// original.
-func publishDeadLetter(ctx context.Context, js jetstream.Publisher, m *nats.Msg, consumer string, streamSeq uint64) error {
-	ack, err := js.PublishMsg(ctx, m,
-		jetstream.WithMsgID(dlqMsgID(consumer, streamSeq)),
-		jetstream.WithExpectStream(DLQStreamName))
-	if err != nil {
+// publishDeadLetter publishes the dead letter m under msgID (see
+// dlqMsgID) and waits for WXPAY_DLQ's acknowledgement. Only a nil error
+// allows the caller to Term the original.
+func publishDeadLetter(ctx context.Context, js jetstream.JetStream, m *nats.Msg, msgID string) error {
+	if err := publishStored(ctx, js, DLQStreamName, m, msgID); err != nil {
 		return fmt.Errorf("events: publishing dead letter on %s: %w", m.Subject, err)
 	}
-	if ack.Stream != DLQStreamName {
-		return fmt.Errorf("events: dead letter on %s was stored by stream %q, not %s", m.Subject, ack.Stream, DLQStreamName)
+	return nil
+}
+
+// publishStored publishes m to stream under msgID and returns nil once
+// the stream holds m. JetStream answers Duplicate for any message that
+// reuses an id inside the duplicate window, also when the message stored
+// under it was another one or has been deleted since (a dead letter
+// already replayed). So a Duplicate counts only when the message stored
+// under msgID has m's subject and body; otherwise m is published again
+// under msgID plus a random suffix. An id reused by accident thus costs
+// at worst a second copy, never the message.
+func publishStored(ctx context.Context, js jetstream.JetStream, stream string, m *nats.Msg, msgID string) error {
+	if m.Header == nil {
+		m.Header = nats.Header{}
+	}
+	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(stream))
+	if err != nil {
+		return err
+	}
+	if ack.Stream != stream {
+		return fmt.Errorf("stored by stream %q, not %s", ack.Stream, stream)
+	}
+	if !ack.Duplicate {
+		return nil
+	}
+	same, err := storedAs(ctx, js, stream, ack.Sequence, m, msgID)
+	if err != nil {
+		return fmt.Errorf("checking the message stored under the duplicate id %s: %w", msgID, err)
+	}
+	if same {
+		return nil
+	}
+	fresh := msgID + ":" + rand.Text()
+	ack, err = js.PublishMsg(ctx, m, jetstream.WithMsgID(fresh), jetstream.WithExpectStream(stream))
+	switch {
+	case err != nil:
+		return fmt.Errorf("publishing again under %s (%s named another message): %w", fresh, msgID, err)
+	case ack.Stream != stream:
+		return fmt.Errorf("stored by stream %q, not %s", ack.Stream, stream)
+	case ack.Duplicate:
+		return fmt.Errorf("the fresh id %s was a duplicate too", fresh)
 	}
 	return nil
+}
+
+// storedAs reports whether stream holds m (same subject and body) under
+// msgID at seq.
+func storedAs(ctx context.Context, js jetstream.StreamManager, stream string, seq uint64, m *nats.Msg, msgID string) (bool, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, err
+	}
+	got, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return got.Subject == m.Subject && got.Header.Get(jetstream.MsgIDHeader) == msgID && bytes.Equal(got.Data, m.Data), nil
 }
 
 // DLQFilter selects dead letters for ListDeadLetters and
@@ -228,7 +298,10 @@ func parseDeadLetter(m *jetstream.RawStreamMsg) DeadLetter {
 
 // scanDeadLetters calls fn on every dead letter that f selects, oldest
 // first, until fn returns an error or the limit is reached. It reads
-// with direct message gets (next by subject) and creates no consumer.
+// with message gets (next by subject) and creates no consumer. Dead
+// letters stored after the scan started are left out: a replayed event
+// that fails again at once must not be replayed again by the same scan,
+// over and over.
 func scanDeadLetters(ctx context.Context, js jetstream.StreamManager, f DLQFilter, fn func(DeadLetter) error) error {
 	subject, err := f.dlqFilterSubject()
 	if err != nil {
@@ -238,6 +311,7 @@ func scanDeadLetters(ctx context.Context, js jetstream.StreamManager, f DLQFilte
 	if err != nil {
 		return fmt.Errorf("events: looking up stream %s: %w", DLQStreamName, err)
 	}
+	last := s.CachedInfo().State.LastSeq
 	n := 0
 	for seq := uint64(1); f.Limit <= 0 || n < f.Limit; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
@@ -246,6 +320,9 @@ func scanDeadLetters(ctx context.Context, js jetstream.StreamManager, f DLQFilte
 		}
 		if err != nil {
 			return fmt.Errorf("events: reading %s from sequence %d: %w", DLQStreamName, seq, err)
+		}
+		if m.Sequence > last {
+			return nil
 		}
 		seq = m.Sequence + 1
 		dl := parseDeadLetter(m)
@@ -274,12 +351,14 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, filter DLQFilt
 // ReplayDeadLetters moves the dead letters that filter selects back to
 // WXPAY, oldest first, and returns how many it moved. Each is published on
 // its original subject (Wxpay-Dlq-Subject) with its original body and
-// application headers and the Nats-Msg-Id replay:<dead letter seq>, so
+// application headers and the Nats-Msg-Id
+// replay:<dead letter seq>:<its storage time in Unix nanoseconds>, so
 // WXPAY's duplicate window, which remembers the dedupe_key, does not drop
 // it, while a repeated replay of the same dead letter inside the window
-// is dropped. The dead letter is deleted from WXPAY_DLQ only after WXPAY
-// acknowledged the publish; a crash in between leaves it there to be
-// replayed again, harmlessly.
+// is dropped (a Duplicate answer counts only when WXPAY holds this very
+// event under that id). The dead letter is deleted from WXPAY_DLQ only
+// after WXPAY acknowledged the publish; a crash in between leaves it
+// there to be replayed again, harmlessly.
 //
 // A replayed event reaches every consumer whose filter matches its
 // subject, not only the one that dead-lettered it. Consumers that had
@@ -304,9 +383,7 @@ func ReplayDeadLetters(ctx context.Context, js jetstream.JetStream, filter DLQFi
 			return nil
 		}
 		m := &nats.Msg{Subject: dl.OriginalSubject, Header: copyAppHeaders(dl.Header), Data: dl.Data}
-		if _, err := js.PublishMsg(ctx, m,
-			jetstream.WithMsgID(replayMsgID(dl.Seq)),
-			jetstream.WithExpectStream(StreamName)); err != nil {
+		if err := publishStored(ctx, js, StreamName, m, replayMsgID(dl)); err != nil {
 			return fmt.Errorf("events: replaying dead letter %d to %s: %w", dl.Seq, dl.OriginalSubject, err)
 		}
 		if err := s.DeleteMsg(ctx, dl.Seq); err != nil {
