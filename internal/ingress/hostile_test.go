@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -224,6 +225,35 @@ func TestUntrustedValuesBounded(t *testing.T) {
 	if _, err := ingress.NewHandler([]ingress.Merchant{{MchID: "12300.00109", Client: wxpayClient(t, f)}}, &memPublisher{seen: map[string]bool{}}, ingress.Config{}); err == nil {
 		t.Fatal("a configured mchid that is not digits was accepted")
 	}
+
+	// Whatever a dependency puts in an error, the answer and the log line
+	// stay bounded.
+	t.Run("900 KB error text", func(t *testing.T) {
+		logs := &bytes.Buffer{}
+		h, err := ingress.NewHandler([]ingress.Merchant{{MchID: f.m.MchID, Client: wxpayClient(t, f)}},
+			longErrPublisher{text: hugeText}, ingress.Config{Logger: newLogger(logs), Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, f.notification(t, "HUGE3", wxpaytest.NotificationOptions{}).Request("/notify/1230000109"))
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Fatalf("got %d, want 503: %.300s", rec.Code, rec.Body)
+		}
+		if rec.Body.Len() > 1<<10 {
+			t.Fatalf("answer of %d bytes: %.200s…", rec.Body.Len(), rec.Body)
+		}
+		if logs.Len() > 2<<10 {
+			t.Fatalf("log line of %d bytes: %.300s…", logs.Len(), logs)
+		}
+	})
+}
+
+// longErrPublisher fails every publish with a long error text.
+type longErrPublisher struct{ text string }
+
+func (p longErrPublisher) Publish(context.Context, events.Envelope) (events.Published, error) {
+	return events.Published{}, errors.New("publish not acknowledged: " + p.text)
 }
 
 func wxpayClient(t *testing.T, f *fixture) *wxpay.Client {

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"bytes"
 	"net"
 	"net/http"
 	"strconv"
@@ -124,11 +125,24 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// refuse answers 503 and closes c, reading what the client sent meanwhile
-// (for a second at most) so that the close does not reset the connection
-// before the client has read the answer.
+// refuse answers 503 and closes c. It first reads the request's head (for
+// a second and 16 KiB at most), so that the answer comes as the answer to
+// a request rather than unsolicited, which an HTTP client may drop as a
+// broken connection; then it reads what else the client sent (a second at
+// most) so that the close does not reset the connection before the client
+// has read the answer.
 func refuse(c net.Conn) {
 	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	var head [16 << 10]byte
+	n := 0
+	for n < len(head) && !bytes.Contains(head[:n], []byte("\r\n\r\n")) {
+		m, err := c.Read(head[n:])
+		n += m
+		if err != nil {
+			break
+		}
+	}
 	c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write(busyAnswer); err != nil {
 		return
@@ -136,9 +150,8 @@ func refuse(c net.Conn) {
 	if tc, ok := c.(interface{ CloseWrite() error }); ok {
 		tc.CloseWrite()
 	}
-	var buf [512]byte
 	for {
-		if _, err := c.Read(buf[:]); err != nil {
+		if _, err := c.Read(head[:]); err != nil {
 			return
 		}
 	}
