@@ -14,7 +14,7 @@ import (
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
 
-// Defaults from DESIGN.md, "Configuration".
+// Defaults of the settings every command shares.
 const (
 	DefaultNATSURL    = "nats://127.0.0.1:4222"
 	DefaultRedisURL   = "redis://127.0.0.1:6379/0"
@@ -44,7 +44,7 @@ type Common struct {
 
 // RegisterCommon registers --nats-url, --redis-url, --admin-addr,
 // --log-level and --log-format on fs, with defaults from NATS_URL,
-// REDIS_URL, ADMIN_ADDR, LOG_LEVEL and LOG_FORMAT, else DESIGN's defaults.
+// REDIS_URL, ADMIN_ADDR, LOG_LEVEL and LOG_FORMAT, else the defaults above.
 // Credentials in the URLs are masked in --help.
 func RegisterCommon(fs *flag.FlagSet, getenv func(string) string) *Common {
 	c := &Common{

@@ -6,9 +6,9 @@
 // # Environment and flags
 //
 // Every setting is an environment variable and a flag of the same meaning
-// (DESIGN.md, "Configuration"). A command builds one flag.FlagSet; the
+// (README lists them). A command builds one flag.FlagSet; the
 // helpers here register each flag with its default taken from the
-// environment, falling back to DESIGN's default, and name the variable in
+// environment, falling back to the documented default, and name the variable in
 // the usage text, so --help lists both:
 //
 //	fs := flag.NewFlagSet("reconciler orders", flag.ContinueOnError)
@@ -97,7 +97,7 @@
 // private key, but no WXPAY_PLATFORM_CERT_DIR, does not download: such
 // merchants have no platform certificates.
 //
-// # Additions beyond DESIGN.md
+// # Additions beyond the common settings
 //
 //   - WXPAY_APIV3_KEY_PREVIOUS: older APIv3 keys, comma separated, tried
 //     after WXPAY_APIV3_KEY when decrypting (a key rotation). In a merchants

@@ -15,8 +15,7 @@ import (
 )
 
 // ErrMalformedEnvelope is wrapped by every error that says an envelope
-// (or the merchant id it is built for) breaks the contract of DESIGN's
-// "Events on JetStream": a missing dedupe_key, a merchant id that is not a
+// (or the merchant id it is built for) breaks the event contract: a missing dedupe_key, a merchant id that is not a
 // subject token, an unknown source, a resource that is not a JSON object.
 // It is a permanent fault: publishing or handling the same envelope again
 // fails the same way.
@@ -39,7 +38,7 @@ const (
 	// ResourceTypeV2XML is the resource_type of an envelope mapped from a
 	// v2 XML notification (v3 notifications say "encrypt-resource",
 	// wxpay.ResourceTypeEncrypted). The resource itself is v3-shaped; the
-	// fields as received are in the envelope's v2 field.
+	// authenticated fields as received are in the envelope's v2 field.
 	ResourceTypeV2XML = "v2-xml"
 	// OriginalTypeTransaction is the original_type of a payment resource.
 	OriginalTypeTransaction = "transaction"
@@ -48,7 +47,7 @@ const (
 )
 
 // Envelope is the one JSON message body of every event on the WXPAY
-// stream, with exactly DESIGN's fields. Build it with FromNotification or
+// stream, with exactly the documented fields. Build it with FromNotification or
 // FromV2 (ingress) or by hand with the key builders (reconciler, business
 // systems), and check it with Validate.
 type Envelope struct {

@@ -213,7 +213,7 @@ func TestFromNotificationFields(t *testing.T) {
 		t.Errorf("got %+v, want %+v", env, want)
 	}
 
-	// The JSON form has exactly DESIGN's fields, v2 omitted.
+	// The JSON form has exactly the documented fields, v2 omitted.
 	b, err := json.Marshal(env)
 	if err != nil {
 		t.Fatal(err)
@@ -675,7 +675,7 @@ func TestFromV2Errors(t *testing.T) {
 	}
 }
 
-// TestSameDedupeKeyAcrossForms checks DESIGN's promise: a callback, its v2
+// TestSameDedupeKeyAcrossForms checks the promise a callback, its v2
 // form and the reconciler's finding of the same state share the dedupe key.
 func TestSameDedupeKeyAcrossForms(t *testing.T) {
 	t.Parallel()

@@ -5,7 +5,7 @@ import (
 	"unicode"
 )
 
-// Stream names and the subjects they capture (DESIGN "Events on JetStream").
+// Stream names and the subjects they capture.
 const (
 	// StreamName is the JetStream stream that holds every event.
 	StreamName = "WXPAY"

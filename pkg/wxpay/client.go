@@ -516,7 +516,7 @@ func (c *Client) requestSerial(explicit string) string {
 }
 
 // newestCertificate is the valid platform certificate with the latest
-// NotBefore (DESIGN: encryption uses it).
+// NotBefore, the one encryption uses.
 func (c *Client) newestCertificate() *platformKey {
 	now := c.now()
 	var best *platformKey

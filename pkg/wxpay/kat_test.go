@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Known-answer tests from the published examples (PROTOCOL.md §12).
+// Known-answer tests from WeChat Pay's published examples.
 
 func mustRead(t testing.TB, path string) []byte {
 	t.Helper()
@@ -23,7 +23,7 @@ func mustRead(t testing.TB, path string) []byte {
 }
 
 func TestKATDecryptGoSDK(t *testing.T) {
-	// §12.1: 16-byte key, so AES-128-GCM; only the low-level function takes it.
+	// A 16-byte key, so AES-128-GCM; only the low-level function takes it.
 	got, err := DecryptAESGCM([]byte("testAPIv3Key0000"), "wCq51qZv4Yfg", "Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8", "FsdXzxryWfKwvLJKf8LG/ToRPTRh8RN9wROC")
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func TestKATDecryptGoSDK(t *testing.T) {
 }
 
 func TestKATDecrypt32ByteKey(t *testing.T) {
-	// §12.3
+	// The published AES-GCM example.
 	const ct = "4ouITzeV7GmUYUbi3WteHWDS5e076h4ZReuqRrqM+N1PXV1boadmhiW9LEPnqwqz0Rny3IArAgYHsIYpYFsuqB3bgaZ9ZQgW2SItEebQp0c2/w=="
 	got, err := DecryptAESGCM([]byte("0123456789abcdef0123456789abcdef"), "0123456789ab", "transaction", ct)
 	if err != nil {
@@ -82,7 +82,7 @@ func kat122Header() http.Header {
 }
 
 func TestKATGoSDKCallback(t *testing.T) {
-	// §12.2: verify with the published certificate at the published time,
+	// Verify with the published certificate at the published time,
 	// then decrypt the resource with the published 16-byte key.
 	cert, err := LoadCertificate(mustRead(t, "testdata/kat_gosdk_platform_cert.pem"))
 	if err != nil {
@@ -149,7 +149,7 @@ func officialKey(t testing.TB) *rsa.PrivateKey {
 }
 
 func TestKATRequestSignature(t *testing.T) {
-	// §12.4 a) and b)
+	// Published answers verified with platform certificates.
 	key := officialKey(t)
 	const (
 		ts    = "1554208460"
@@ -188,7 +188,7 @@ func TestKATRequestSignature(t *testing.T) {
 }
 
 func TestKATPublicKeyResponse(t *testing.T) {
-	// §12.4 c): an official answer verified with the WeChat Pay public key.
+	// An official answer verified with the WeChat Pay public key.
 	pub, err := LoadPublicKey(mustRead(t, "testdata/kat_official_public_key.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +221,7 @@ func TestKATPublicKeyResponse(t *testing.T) {
 }
 
 func TestKATPaySign(t *testing.T) {
-	// §12.5
+	// The published pay-signing examples.
 	key := officialKey(t)
 	tests := []struct{ name, line4, want string }{
 		{"jsapi", "prepay_id=wx201410272009395522657a690389285100", "mI35pfNEQV6777ke/1T+LJLQDNTm7yeoUJH+j/adPGhmCCi0PbgkvYQTRcXH0uibcLVtvFLdGLpmoYO9FV6lBBsTAjuhh5YOvQi0e2g3e0yytitiNET9FEuqM0pjnKfRW4K6LIZDdbWJv9KhZUx3DrJa5TL7OJ7VdADVivxVySIlPVKjGwuCXzuXSJes0UcILgWQUMyha5/3nYofuHtS7r+KYyMuxD+oJ9VM1Qdxk4UIG59CP5Y3wtYIFybyF3bdu1caHTRRX+DLyMXyYA/IrTmiW01c4RPjpHBX5Dk1sZyY1zVsWNsvMHr2e1NTWtBxKJ+qk5N61J7caYoepHFaxw=="},

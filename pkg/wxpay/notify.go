@@ -202,7 +202,7 @@ const (
 )
 
 // NormalizeRefundStatus maps the CLOSE spelling some documents use onto
-// CLOSED (DESIGN: both are the same state).
+// CLOSED: both name the same state.
 func NormalizeRefundStatus(s string) string {
 	if s == "CLOSE" {
 		return RefundStatusClosed

@@ -311,7 +311,7 @@ func ParseV2Notification(body []byte, apiV2Key string) (*V2Notification, error) 
 		return nil, fmt.Errorf("%w: missing sign field", ErrMalformed)
 	}
 	// The length of sign decides the algorithm: WeChat has been seen to sign
-	// with MD5 although sign_type said HMAC-SHA256 (PROTOCOL §10.3), so
+	// with MD5 although sign_type said HMAC-SHA256, so
 	// sign_type is only checked for a known value.
 	switch fields["sign_type"] {
 	case "", string(V2SignMD5), string(V2SignHMACSHA256):
