@@ -40,28 +40,38 @@ func merchantEnv(t *testing.T, srv *wxpaytest.Server, m *wxpaytest.Merchant) map
 	}
 }
 
+// startRun runs the command with env as its environment until the
+// returned cancel (the test's SIGTERM); done receives run's result, out
+// collects its log. It returns once the listeners are up.
+func startRun(t *testing.T, env map[string]string) (ctx context.Context, cancel context.CancelFunc, done chan error, out *testenv.Buffer, public, adminAddr string) {
+	t.Helper()
+	ctx, cancel = context.WithCancel(context.Background())
+	addrs := make(chan [2]string, 1)
+	out = &testenv.Buffer{}
+	done = make(chan error, 1)
+	go func() {
+		done <- run(ctx, nil, func(k string) string { return env[k] }, out, func(p, a string) { addrs <- [2]string{p, a} })
+	}()
+	select {
+	case a := <-addrs:
+		return ctx, cancel, done, out, a[0], a[1]
+	case err := <-done:
+		cancel()
+		t.Fatalf("run returned early: %v\n%s", err, out)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("ingress did not start")
+	}
+	panic("unreachable")
+}
+
 func TestRunServesAndShutsDown(t *testing.T) {
 	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
 	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
 	nt := testenv.StartNATS(t)
 	env := merchantEnv(t, srv, m)
 	env["NATS_URL"] = nt.URL
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan [2]string, 1)
-	out := &testenv.Buffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, nil, func(k string) string { return env[k] }, out, func(p, a string) { addrs <- [2]string{p, a} })
-	}()
-	var public, adminAddr string
-	select {
-	case a := <-addrs:
-		public, adminAddr = a[0], a[1]
-	case err := <-done:
-		t.Fatalf("run returned early: %v\n%s", err, out)
-	case <-time.After(20 * time.Second):
-		t.Fatal("ingress did not start")
-	}
+	ctx, cancel, done, out, public, adminAddr := startRun(t, env)
 	// Ready once the streams exist.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -241,23 +251,8 @@ func TestRunShutdownFinishesInFlight(t *testing.T) {
 	env := merchantEnv(t, srv, m)
 	env["NATS_URL"] = proxy.URL()
 	env["PUBLISH_TIMEOUT"], env["ANSWER_DEADLINE"] = "8s", "9s"
-	ctx, cancel := context.WithCancel(context.Background())
+	_, cancel, done, out, public, adminAddr := startRun(t, env)
 	defer cancel()
-	addrs := make(chan [2]string, 1)
-	out := &testenv.Buffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, nil, func(k string) string { return env[k] }, out, func(p, a string) { addrs <- [2]string{p, a} })
-	}()
-	var public, adminAddr string
-	select {
-	case a := <-addrs:
-		public, adminAddr = a[0], a[1]
-	case err := <-done:
-		t.Fatalf("run returned early: %v\n%s", err, out)
-	case <-time.After(20 * time.Second):
-		t.Fatal("ingress did not start")
-	}
 	eventually(t, 20*time.Second, "ready", func() bool { code, _ := get(t, "http://"+adminAddr+"/readyz"); return code == 200 })
 
 	// A notification whose acknowledgement is held back.
@@ -347,23 +342,8 @@ func TestRunServerLimits(t *testing.T) {
 	env["NATS_URL"] = proxy.URL()
 	env["PUBLISH_TIMEOUT"], env["ANSWER_DEADLINE"] = "8s", "9s"
 	env["MAX_IN_FLIGHT"], env["MAX_CONNECTIONS"] = "1", "2"
-	ctx, cancel := context.WithCancel(context.Background())
+	_, cancel, done, _, public, adminAddr := startRun(t, env)
 	defer cancel()
-	addrs := make(chan [2]string, 1)
-	out := &testenv.Buffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, nil, func(k string) string { return env[k] }, out, func(p, a string) { addrs <- [2]string{p, a} })
-	}()
-	var public, adminAddr string
-	select {
-	case a := <-addrs:
-		public, adminAddr = a[0], a[1]
-	case err := <-done:
-		t.Fatalf("run returned early: %v\n%s", err, out)
-	case <-time.After(20 * time.Second):
-		t.Fatal("ingress did not start")
-	}
 	defer func() {
 		proxy.setPaused(false)
 		cancel()

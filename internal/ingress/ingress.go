@@ -95,18 +95,10 @@ func NewHandler(merchants []Merchant, pub Publisher, cfg Config) (*Handler, erro
 	if pub == nil {
 		return nil, errors.New("ingress: no publisher")
 	}
-	if cfg.PublishTimeout <= 0 {
-		cfg.PublishTimeout = DefaultPublishTimeout
-	}
-	if cfg.AnswerDeadline <= 0 {
-		cfg.AnswerDeadline = DefaultAnswerDeadline
-	}
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = DefaultMaxInFlight
-	}
+	positiveOr(&cfg.PublishTimeout, DefaultPublishTimeout)
+	positiveOr(&cfg.AnswerDeadline, DefaultAnswerDeadline)
+	positiveOr(&cfg.MaxBodyBytes, DefaultMaxBodyBytes)
+	positiveOr(&cfg.MaxInFlight, DefaultMaxInFlight)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -45,6 +45,14 @@ type ServerConfig struct {
 	MaxConnections int
 }
 
+// positiveOr sets *p to def unless it is positive: the zero value of a
+// setting means its default.
+func positiveOr[T int | int64 | time.Duration](p *T, def T) {
+	if *p <= 0 {
+		*p = def
+	}
+}
+
 // Server is the HTTP server of the public listener.
 type Server struct {
 	*http.Server
@@ -54,24 +62,12 @@ type Server struct {
 
 // NewServer returns the server for h with the limits of cfg.
 func NewServer(h *Handler, cfg ServerConfig) *Server {
-	if cfg.ReadHeaderTimeout <= 0 {
-		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = DefaultReadTimeout
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = DefaultWriteTimeout
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.MaxHeaderBytes <= 0 {
-		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if cfg.MaxConnections <= 0 {
-		cfg.MaxConnections = DefaultMaxConnections
-	}
+	positiveOr(&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	positiveOr(&cfg.ReadTimeout, DefaultReadTimeout)
+	positiveOr(&cfg.WriteTimeout, DefaultWriteTimeout)
+	positiveOr(&cfg.IdleTimeout, DefaultIdleTimeout)
+	positiveOr(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	positiveOr(&cfg.MaxConnections, DefaultMaxConnections)
 	return &Server{
 		Server: &http.Server{
 			Handler:           h,
