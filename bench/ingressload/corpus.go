@@ -225,7 +225,7 @@ func buildNote(k *Keys, buf *bytes.Buffer, runID string, runNum uint64, i int, t
 	resource := fmt.Sprintf(`{"mchid":"%s","appid":"wxd678efh567hg6787","out_trade_no":"%s","transaction_id":"%s","trade_type":"JSAPI","trade_state":"SUCCESS","trade_state_desc":"支付成功","bank_type":"CMC","attach":"","success_time":"%s","payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},"amount":{"total":%d,"payer_total":%d,"currency":"CNY","payer_currency":"CNY"}}`,
 		k.MchID, otn, txn, success, total, total)
 	rnonce := randomString(12)
-	ct, err := wxpay.EncryptAESGCM([]byte(k.APIv3Key), rnonce, "transaction", []byte(resource))
+	ct, err := wxpaytest.EncryptResource(k.APIv3Key, rnonce, "transaction", []byte(resource))
 	if err != nil {
 		return Note{}, err
 	}

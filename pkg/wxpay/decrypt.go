@@ -24,21 +24,6 @@ func DecryptAESGCM(key []byte, nonce, associatedData, ciphertext string) ([]byte
 	return openGCM([]cipher.AEAD{aead}, nonce, associatedData, ciphertext)
 }
 
-// EncryptAESGCM is the inverse of DecryptAESGCM: it returns standard base64
-// of ciphertext and tag. The fake platform in wxpaytest uses it to build
-// notifications; nonce must be 12 bytes.
-func EncryptAESGCM(key []byte, nonce, associatedData string, plaintext []byte) (string, error) {
-	aead, err := newGCM(key)
-	if err != nil {
-		return "", err
-	}
-	if len(nonce) != aead.NonceSize() {
-		return "", fmt.Errorf("%w: nonce must be %d bytes, got %d", ErrMalformed, aead.NonceSize(), len(nonce))
-	}
-	sealed := aead.Seal(nil, []byte(nonce), plaintext, []byte(associatedData))
-	return base64.StdEncoding.EncodeToString(sealed), nil
-}
-
 func newGCM(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {

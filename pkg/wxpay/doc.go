@@ -14,7 +14,8 @@
 // over "timestamp\nnonce\nbody\n" verifies. Only then is the body parsed
 // and the resource decrypted. NotifyHandler wraps all of it, and the answer,
 // into one net/http handler; NotificationStatus maps errors to the status
-// to answer WeChat with.
+// to answer WeChat with. Notification.Transaction and Notification.Refund
+// decode the resource into Transaction and RefundNotice.
 //
 // Client.Do signs requests (the WECHATPAY2-SHA256-RSA2048 Authorization
 // header over method, path with query, timestamp, nonce and body) and
@@ -61,11 +62,15 @@
 // decrypts refund req_info, and V2Answer writes the XML answers.
 // V2Notification.Authenticated returns only the fields the sign (or, for a
 // refund, req_info) covers: the outer fields of a refund are not
-// authenticated.
+// authenticated. V2Notification.Transaction and V2Notification.Refund map a
+// v2 notification onto the v3 resource of the same event, from those fields
+// and the merchant whose key verified it, so v3 handlers serve both.
 //
 // # Testing with wxpaytest
 //
 // Package wxpaytest is an in-process fake of the platform: it issues keys,
 // verifies merchant signatures, signs answers and builds and delivers
-// notifications, so everything above can be tested without WeChat.
+// notifications, so everything above can be tested without WeChat. It
+// encrypts with the standard library, not with this package, so its
+// notifications check the decryption here rather than mirror it.
 package wxpay

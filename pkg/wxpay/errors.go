@@ -46,8 +46,6 @@ var (
 	// failed on an authentic message. Almost always a wrong or reset APIv3
 	// key (v2: API v2 key): check the key configured for this merchant.
 	ErrDecrypt = errors.New("wxpay: decryption failed (check the APIv3 key)")
-	// ErrUnknownMerchant: the merchant id is not configured here.
-	ErrUnknownMerchant = errors.New("wxpay: unknown merchant")
 	// ErrInvalidConfig: a Config field is missing or wrong.
 	ErrInvalidConfig = errors.New("wxpay: invalid configuration")
 )

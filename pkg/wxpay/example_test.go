@@ -108,3 +108,32 @@ func ExampleClient_JSAPIPayParams() {
 	// Output:
 	// wx2421b1c4370ec43b prepay_id=wx201410272009395522657a690389285100 RSA 32 true
 }
+
+// A refund made in the merchant console may arrive as a v2 notification:
+// parse it with the merchant's API v2 key, then map it onto the v3 refund
+// resource that REFUND.* handlers already understand.
+func ExampleV2Notification_Refund() {
+	const apiV2Key = "192006250b4c09247ec02edce69f6a2d"
+	body := wxpaytest.V2RefundNotification(
+		map[string]string{"mch_id": "1230000109", "appid": "wxd678efh567hg6787"},
+		map[string]string{
+			"refund_id": "50000000382019052709732678859", "out_refund_no": "R1001",
+			"transaction_id": "4200000000000000000000000001", "out_trade_no": "T1001",
+			"refund_status": "SUCCESS", "success_time": "2024-01-02 11:04:05",
+			"total_fee": "100", "refund_fee": "100",
+		},
+		apiV2Key)
+	n, err := wxpay.ParseV2Notification(body, apiV2Key)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	r, err := n.Refund("1230000109")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(r.RefundID, r.RefundStatus, r.SuccessTime, r.Amount.Refund)
+	// Output:
+	// 50000000382019052709732678859 SUCCESS 2024-01-02T11:04:05+08:00 100
+}

@@ -61,9 +61,9 @@ func TestKATDecrypt32ByteKey(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("got %s, want %s", got, want)
 	}
-	enc, err := EncryptAESGCM([]byte("0123456789abcdef0123456789abcdef"), "0123456789ab", "transaction", []byte(want))
+	enc, err := encryptAESGCM([]byte("0123456789abcdef0123456789abcdef"), "0123456789ab", "transaction", []byte(want))
 	if err != nil || enc != ct {
-		t.Fatalf("EncryptAESGCM: got %q, %v; want %q", enc, err, ct)
+		t.Fatalf("encryptAESGCM: got %q, %v; want %q", enc, err, ct)
 	}
 }
 

@@ -118,98 +118,6 @@ func (n *Notification) Refund() (*RefundNotice, error) {
 	return &r, nil
 }
 
-// Transaction is a payment as notifications and the query-order API return
-// it. Partner fields are set in service-provider mode instead of AppID and
-// MchID.
-type Transaction struct {
-	AppID           string             `json:"appid,omitempty"`
-	MchID           string             `json:"mchid,omitempty"`
-	SpAppID         string             `json:"sp_appid,omitempty"`
-	SpMchID         string             `json:"sp_mchid,omitempty"`
-	SubAppID        string             `json:"sub_appid,omitempty"`
-	SubMchID        string             `json:"sub_mchid,omitempty"`
-	OutTradeNo      string             `json:"out_trade_no"`
-	TransactionID   string             `json:"transaction_id,omitempty"`
-	TradeType       string             `json:"trade_type,omitempty"`
-	TradeState      string             `json:"trade_state"`
-	TradeStateDesc  string             `json:"trade_state_desc,omitempty"`
-	BankType        string             `json:"bank_type,omitempty"`
-	Attach          string             `json:"attach,omitempty"`
-	SuccessTime     string             `json:"success_time,omitempty"`
-	Payer           *Payer             `json:"payer,omitempty"`
-	Amount          *TransactionAmount `json:"amount,omitempty"`
-	SceneInfo       json.RawMessage    `json:"scene_info,omitempty"`
-	PromotionDetail json.RawMessage    `json:"promotion_detail,omitempty"`
-}
-
-// Payer identifies who paid.
-type Payer struct {
-	OpenID    string `json:"openid,omitempty"`
-	SpOpenID  string `json:"sp_openid,omitempty"`
-	SubOpenID string `json:"sub_openid,omitempty"`
-}
-
-// TransactionAmount is in fen (分).
-type TransactionAmount struct {
-	Total         int64  `json:"total"`
-	PayerTotal    int64  `json:"payer_total,omitempty"`
-	Currency      string `json:"currency,omitempty"`
-	PayerCurrency string `json:"payer_currency,omitempty"`
-}
-
-// Trade states (trade_state).
-const (
-	TradeStateSuccess    = "SUCCESS"
-	TradeStateRefund     = "REFUND"
-	TradeStateNotPay     = "NOTPAY"
-	TradeStateClosed     = "CLOSED"
-	TradeStateRevoked    = "REVOKED"
-	TradeStateUserPaying = "USERPAYING"
-	TradeStatePayError   = "PAYERROR"
-)
-
-// RefundNotice is the resource of a REFUND.* notification. Note that it
-// names the state refund_status; the query-refund API calls it status.
-type RefundNotice struct {
-	MchID               string       `json:"mchid,omitempty"`
-	SpMchID             string       `json:"sp_mchid,omitempty"`
-	SubMchID            string       `json:"sub_mchid,omitempty"`
-	OutTradeNo          string       `json:"out_trade_no"`
-	TransactionID       string       `json:"transaction_id"`
-	OutRefundNo         string       `json:"out_refund_no"`
-	RefundID            string       `json:"refund_id"`
-	RefundStatus        string       `json:"refund_status"`
-	SuccessTime         string       `json:"success_time,omitempty"`
-	UserReceivedAccount string       `json:"user_received_account,omitempty"`
-	Amount              RefundAmount `json:"amount"`
-}
-
-// RefundAmount is in fen (分).
-type RefundAmount struct {
-	Total       int64  `json:"total"`
-	Refund      int64  `json:"refund"`
-	PayerTotal  int64  `json:"payer_total"`
-	PayerRefund int64  `json:"payer_refund"`
-	Currency    string `json:"currency,omitempty"`
-}
-
-// Refund states.
-const (
-	RefundStatusSuccess    = "SUCCESS"
-	RefundStatusClosed     = "CLOSED"
-	RefundStatusProcessing = "PROCESSING"
-	RefundStatusAbnormal   = "ABNORMAL"
-)
-
-// NormalizeRefundStatus maps the CLOSE spelling some documents use onto
-// CLOSED: both name the same state.
-func NormalizeRefundStatus(s string) string {
-	if s == "CLOSE" {
-		return RefundStatusClosed
-	}
-	return s
-}
-
 // MaxNotificationBytes is the body size NotifyHandler accepts (64 KiB).
 const MaxNotificationBytes = 64 << 10
 
@@ -232,8 +140,6 @@ func NotificationStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrTimestampSkew), errors.Is(err, ErrUnknownSerial):
 		return http.StatusUnauthorized
-	case errors.Is(err, ErrUnknownMerchant):
-		return http.StatusNotFound
 	default:
 		return http.StatusInternalServerError
 	}
@@ -293,7 +199,9 @@ func NotifyHandler(c *Client, fn func(ctx context.Context, n *Notification) erro
 	})
 }
 
-var cstZone = time.FixedZone("CST", 8*3600)
+// chinaTime is Beijing time (UTC+8, no daylight saving). It is a fixed zone
+// so that parsing does not depend on the tzdata of the host.
+var chinaTime = time.FixedZone("CST", 8*3600)
 
 // ChinaTime is UTC+8, the zone of WeChat Pay times and bill dates.
-func ChinaTime() *time.Location { return cstZone }
+func ChinaTime() *time.Location { return chinaTime }

@@ -45,10 +45,6 @@ const (
 	V2KindRefund V2Kind = "refund"
 )
 
-// chinaTime is Beijing time (UTC+8, no daylight saving). It is a fixed zone
-// so that parsing does not depend on the tzdata of the host.
-var chinaTime = time.FixedZone("CST", 8*3600)
-
 // V2Sign returns the API v2 signature of params: the parameters other than
 // sign with a non-empty value, sorted by name in byte order and joined as
 // k1=v1&k2=v2, followed by &key=<apiV2Key>; then upper-case hex of MD5 of
@@ -198,10 +194,10 @@ type V2Notification struct {
 	// refund they are not authenticated: anyone on the way can change them
 	// without breaking req_info. Use them to find the merchant, not as data.
 	Fields map[string]string
-	// Refund holds the decrypted req_info fields of a refund notification
+	// ReqInfo holds the decrypted req_info fields of a refund notification
 	// (refund_id, out_refund_no, refund_status, …); nil for a pay
 	// notification.
-	Refund map[string]string
+	ReqInfo map[string]string
 	// SignType is the algorithm that verified a pay notification; empty for
 	// a refund.
 	SignType V2SignType
@@ -227,8 +223,8 @@ func (n *V2Notification) AppID() string { return n.Fields["appid"] }
 // out.
 func (n *V2Notification) Authenticated() map[string]string {
 	if n.Kind == V2KindRefund {
-		out := make(map[string]string, len(n.Refund))
-		for k, v := range n.Refund {
+		out := make(map[string]string, len(n.ReqInfo))
+		for k, v := range n.ReqInfo {
 			out[k] = v
 		}
 		return out
@@ -249,7 +245,7 @@ var v2RefundIdentity = []string{"mch_id", "appid", "sub_mch_id", "sub_appid"}
 
 // RefundStatus returns refund_status (SUCCESS, CHANGE or REFUNDCLOSE) of a
 // refund notification, or "" for a pay notification.
-func (n *V2Notification) RefundStatus() string { return n.Refund["refund_status"] }
+func (n *V2Notification) RefundStatus() string { return n.ReqInfo["refund_status"] }
 
 // ParseV2Notification parses and authenticates an API v2 XML notification
 // with the merchant's API v2 key.
@@ -303,7 +299,7 @@ func ParseV2Notification(body []byte, apiV2Key string) (*V2Notification, error) 
 				return nil, fmt.Errorf("%w: outer %s differs from the one req_info authenticates", ErrBadSignature, name)
 			}
 		}
-		return &V2Notification{Kind: V2KindRefund, Fields: fields, Refund: refund}, nil
+		return &V2Notification{Kind: V2KindRefund, Fields: fields, ReqInfo: refund}, nil
 	}
 
 	sign := fields["sign"]
@@ -357,40 +353,6 @@ func DecryptV2ReqInfo(reqInfo string, apiV2Key string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: req_info ciphertext length %d is not a positive multiple of %d", ErrMalformed, len(ciphertext), aes.BlockSize)
 	}
 	return aesECBDecrypt(v2AESKey(apiV2Key), ciphertext)
-}
-
-// EncryptV2ReqInfo is the inverse of DecryptV2ReqInfo: it pads plaintext
-// with PKCS#7, encrypts it with AES-256-ECB under lower-case
-// hex(MD5(apiV2Key)) and returns standard base64. The fake platform in
-// wxpaytest uses it to build refund notifications.
-func EncryptV2ReqInfo(plaintext []byte, apiV2Key string) (string, error) {
-	if apiV2Key == "" {
-		return "", fmt.Errorf("%w: API v2 key not configured", ErrInvalidConfig)
-	}
-	ciphertext, err := aesECBEncrypt(v2AESKey(apiV2Key), plaintext)
-	if err != nil {
-		return "", err
-	}
-	return base64.StdEncoding.EncodeToString(ciphertext), nil
-}
-
-// aesECBEncrypt pads plaintext with PKCS#7 and encrypts it block by block
-// (ECB: the standard library has no ECB mode).
-func aesECBEncrypt(key, plaintext []byte) ([]byte, error) {
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("%w: AES key of %d bytes is not usable", ErrInvalidConfig, len(key))
-	}
-	pad := aes.BlockSize - len(plaintext)%aes.BlockSize
-	buf := make([]byte, len(plaintext)+pad)
-	copy(buf, plaintext)
-	for i := len(plaintext); i < len(buf); i++ {
-		buf[i] = byte(pad)
-	}
-	for i := 0; i < len(buf); i += aes.BlockSize {
-		block.Encrypt(buf[i:i+aes.BlockSize], buf[i:i+aes.BlockSize])
-	}
-	return buf, nil
 }
 
 // aesECBDecrypt decrypts ciphertext (a positive multiple of the block size)

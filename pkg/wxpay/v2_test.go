@@ -55,7 +55,7 @@ func katReqInfoFields() map[string]string {
 }
 
 // v2Sentinels are the sentinels an API v2 parse may wrap.
-var v2Sentinels = []error{ErrMalformed, ErrMissingHeader, ErrTimestampSkew, ErrBadSignature, ErrUnknownSerial, ErrDecrypt, ErrUnknownMerchant, ErrInvalidConfig}
+var v2Sentinels = []error{ErrMalformed, ErrMissingHeader, ErrTimestampSkew, ErrBadSignature, ErrUnknownSerial, ErrDecrypt, ErrInvalidConfig}
 
 // renderFlatXML renders fields as <root><k><![CDATA[v]]></k>…</root>, keys
 // sorted.
@@ -108,7 +108,7 @@ func signedPay(fields map[string]string, key string, st V2SignType, withSignType
 }
 
 func refundBody(key string, outer, reqInfo map[string]string) []byte {
-	ri, err := EncryptV2ReqInfo(renderFlatXML("root", reqInfo), key)
+	ri, err := encryptV2ReqInfo(renderFlatXML("root", reqInfo), key)
 	if err != nil {
 		panic(err)
 	}
@@ -273,9 +273,9 @@ func TestV2ReqInfoRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, n := range []int{0, 1, 15, 16, 17, 32, 100} {
 		plain := bytes.Repeat([]byte{'x'}, n)
-		ri, err := EncryptV2ReqInfo(plain, katReqInfoKey)
+		ri, err := encryptV2ReqInfo(plain, katReqInfoKey)
 		if err != nil {
-			t.Fatalf("EncryptV2ReqInfo(%d bytes) error = %v, want nil", n, err)
+			t.Fatalf("encryptV2ReqInfo(%d bytes) error = %v, want nil", n, err)
 		}
 		got, err := DecryptV2ReqInfo(ri, katReqInfoKey)
 		if err != nil {
@@ -336,8 +336,8 @@ func TestDecryptV2ReqInfoErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := EncryptV2ReqInfo([]byte("x"), ""); !errors.Is(err, ErrInvalidConfig) {
-		t.Errorf("EncryptV2ReqInfo with empty key error = %v, want ErrInvalidConfig", err)
+	if _, err := encryptV2ReqInfo([]byte("x"), ""); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("encryptV2ReqInfo with empty key error = %v, want ErrInvalidConfig", err)
 	}
 }
 
@@ -377,8 +377,8 @@ func TestParseV2NotificationPay(t *testing.T) {
 			if got, want := n.Fields["attach"], "a]]>b <&> 支付"; got != want {
 				t.Errorf("attach = %q, want %q", got, want)
 			}
-			if n.Refund != nil || n.RefundStatus() != "" {
-				t.Errorf("Refund = %v, want nil", n.Refund)
+			if n.ReqInfo != nil || n.RefundStatus() != "" {
+				t.Errorf("ReqInfo = %v, want nil", n.ReqInfo)
 			}
 		})
 	}
@@ -428,8 +428,8 @@ func TestParseV2NotificationRefund(t *testing.T) {
 			if n.Kind != V2KindRefund {
 				t.Errorf("Kind = %q, want %q", n.Kind, V2KindRefund)
 			}
-			if !maps.Equal(n.Refund, tt.want) {
-				t.Errorf("Refund = %v, want %v", n.Refund, tt.want)
+			if !maps.Equal(n.ReqInfo, tt.want) {
+				t.Errorf("ReqInfo = %v, want %v", n.ReqInfo, tt.want)
 			}
 			if got, want := n.RefundStatus(), tt.want["refund_status"]; got != want {
 				t.Errorf("RefundStatus = %q, want %q", got, want)
@@ -535,7 +535,7 @@ func TestParseV2NotificationErrors(t *testing.T) {
 
 func mustEncryptReqInfo(t *testing.T, plain []byte, key string) string {
 	t.Helper()
-	ri, err := EncryptV2ReqInfo(plain, key)
+	ri, err := encryptV2ReqInfo(plain, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -771,7 +771,7 @@ func TestV2NotificationAuthenticated(t *testing.T) {
 			t.Errorf("Authenticated = %v, want the req_info fields %v", got, reqInfo)
 		}
 		got["refund_id"] = "changed"
-		if n.Refund["refund_id"] != "1" {
+		if n.ReqInfo["refund_id"] != "1" {
 			t.Error("Authenticated returned the notification's own map")
 		}
 	})

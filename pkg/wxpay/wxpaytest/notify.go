@@ -147,7 +147,7 @@ func (s *Server) NewNotification(m *Merchant, eventType string, resource any, o 
 		key3 = o.APIv3Key
 	}
 	nonce := randomString(12)
-	ct, err := wxpay.EncryptAESGCM([]byte(key3), nonce, o.AssociatedData, plain)
+	ct, err := EncryptResource(key3, nonce, o.AssociatedData, plain)
 	if err != nil {
 		return nil, err
 	}

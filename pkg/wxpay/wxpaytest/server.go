@@ -7,7 +7,13 @@
 // the certificates endpoint, verifies the merchant signature of every
 // request (answering a bad one 401 SIGN_ERROR, as WeChat does), signs every
 // answer, and builds and delivers signed, encrypted notifications with
-// WeChat's retry schedule on a time scale.
+// WeChat's retry schedule on a time scale. V2PayNotification and
+// V2RefundNotification build legacy API v2 bodies.
+//
+// Ciphertexts (notification resources, downloaded certificates, v2
+// req_info) are built with the standard library, not with package wxpay,
+// so that tests check the SDK's decryption instead of running its code both
+// ways; EncryptResource is that encryption for bodies built by hand.
 //
 // Routes are registered with HandleAPI, so later parts of the platform
 // (orders, refunds, bills) plug in without touching authentication or
@@ -574,7 +580,7 @@ func (s *Server) serveCertificates(c *Call) (int, any) {
 	var data []item
 	for _, k := range certs {
 		nonce := randomString(12)
-		ct, err := wxpay.EncryptAESGCM([]byte(c.Merchant.APIv3Key), nonce, "certificate", k.CertificatePEM)
+		ct, err := EncryptResource(c.Merchant.APIv3Key, nonce, "certificate", k.CertificatePEM)
 		if err != nil {
 			return http.StatusInternalServerError, errorBody{"SYSTEM_ERROR", err.Error()}
 		}

@@ -32,12 +32,12 @@ func V2PayNotification(fields map[string]string, apiV2Key string, signType wxpay
 }
 
 // V2RefundNotification builds an API v2 refund notification body: reqInfo
-// rendered as a <root> document and encrypted with wxpay.EncryptV2ReqInfo
+// rendered as a <root> document and encrypted (AES-256-ECB, as WeChat does)
 // under apiV2Key becomes req_info, next to a copy of outer with return_code
 // SUCCESS unless outer has one. Refund notifications carry no sign. It
 // panics if apiV2Key is empty.
 func V2RefundNotification(outer map[string]string, reqInfo map[string]string, apiV2Key string) []byte {
-	enc, err := wxpay.EncryptV2ReqInfo(v2RenderXML("root", reqInfo), apiV2Key)
+	enc, err := encryptReqInfo(v2RenderXML("root", reqInfo), apiV2Key)
 	if err != nil {
 		panic("wxpaytest: V2RefundNotification: " + err.Error())
 	}

@@ -92,8 +92,8 @@ func TestV2RefundNotificationRoundTrip(t *testing.T) {
 	if n.Kind != wxpay.V2KindRefund {
 		t.Errorf("Kind = %q, want %q", n.Kind, wxpay.V2KindRefund)
 	}
-	if !maps.Equal(n.Refund, reqInfo) {
-		t.Errorf("Refund = %v, want %v", n.Refund, reqInfo)
+	if !maps.Equal(n.ReqInfo, reqInfo) {
+		t.Errorf("ReqInfo = %v, want %v", n.ReqInfo, reqInfo)
 	}
 	if got, want := n.MchID(), "10000100"; got != want {
 		t.Errorf("MchID = %q, want %q", got, want)
