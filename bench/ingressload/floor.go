@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxpay-notify/wxpay-notify/internal/bufpool"
 	"github.com/wxpay-notify/wxpay-notify/internal/ingress"
+	"github.com/wxpay-notify/wxpay-notify/pkg/bufpool"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )

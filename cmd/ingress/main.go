@@ -19,14 +19,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
-
 	"github.com/wxpay-notify/wxpay-notify/internal/admin"
 	"github.com/wxpay-notify/wxpay-notify/internal/config"
 	"github.com/wxpay-notify/wxpay-notify/internal/ingress"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
-	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -79,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		common:          config.RegisterCommon(fs, getenv),
 		listen:          config.ListenAddr(fs, getenv),
 		merchants:       config.RegisterMerchants(fs, getenv),
-		publishTimeout:  config.Duration(fs, getenv, "publish-timeout", "PUBLISH_TIMEOUT", ingress.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement"),
+		publishTimeout:  config.Duration(fs, getenv, "publish-timeout", "PUBLISH_TIMEOUT", events.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement"),
 		answerDeadline:  config.Duration(fs, getenv, "answer-deadline", "ANSWER_DEADLINE", ingress.DefaultAnswerDeadline, "budget for all work on one notification (WeChat allows 3-5 s)"),
 		replicas:        config.Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams (3 in production)"),
 		duplicateWindow: config.Duration(fs, getenv, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", events.DefaultDuplicateWindow, "JetStream duplicate window of WXPAY"),
@@ -113,32 +109,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log.Info().Object("config", s.common).Int("merchants", len(merchants)).Str("listen_addr", *s.listen).Msg("starting")
 
-	// WeChat Pay clients, one per merchant.
-	var ims []ingress.Merchant
-	for _, m := range merchants {
-		wcfg, err := m.WxpayConfig()
-		if err != nil {
-			return fmt.Errorf("%w: merchant %s: %v", errUsage, m.MchID, err)
-		}
-		c, err := wxpay.NewClient(wcfg)
-		if err != nil {
-			return fmt.Errorf("%w: merchant %s: %v", errUsage, m.MchID, err)
-		}
-		ims = append(ims, ingress.Merchant{MchID: m.MchID, Client: c, APIv2Key: m.APIv2Key()})
-		if wcfg.DownloadCertificates {
-			mlog := log.With().Str("mchid", m.MchID).Logger()
-			if err := c.RefreshCertificates(ctx); err != nil {
-				// Not fatal: the refresher retries, and notifications signed
-				// by an unknown serial are answered 503 meanwhile.
-				mlog.Error().Err(err).Str("check", "the merchant key and serial, outbound HTTPS to the WeChat Pay API, or configure the WeChat Pay public key").Msg("platform certificate download failed")
-			} else {
-				mlog.Info().Strs("keys", c.KeyIDs()).Msg("platform certificates loaded")
-			}
-			go c.RunCertificateRefresh(ctx, func(err error) {
-				mlog.Error().Err(err).Msg("platform certificate refresh failed; keeping the certificates held")
-			})
-		}
+	// WeChat Pay clients, one per merchant, with their platform
+	// certificates when they download them.
+	clients, err := config.NewClients(merchants)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	config.StartCertificateRefresh(ctx, clients, log)
 
 	// NATS: keep trying in the background; /readyz says whether we can publish.
 	nc, js, err := s.common.ConnectNATS("wxpay-ingress", log)
@@ -146,9 +123,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	streamsReady := admin.NewFlag("streams WXPAY/WXPAY_DLQ not yet ensured")
-	go ensureStreams(ctx, js, events.StreamConfig{Replicas: *s.replicas, DuplicateWindow: *s.duplicateWindow, MaxAge: *s.maxAge}, log, streamsReady)
+	go func() {
+		streams := events.StreamConfig{Replicas: *s.replicas, DuplicateWindow: *s.duplicateWindow, MaxAge: *s.maxAge}
+		if config.EnsureStreams(ctx, js, streams, log) == nil {
+			streamsReady.Set()
+		}
+	}()
 
+	// The notification endpoint on the public listener.
 	reg := admin.NewRegistry()
+	ims := make([]ingress.Merchant, len(clients))
+	for i, mc := range clients {
+		ims[i] = ingress.Merchant{MchID: mc.Merchant.MchID, Client: mc.Client, APIv2Key: mc.Merchant.APIv2Key()}
+	}
 	h, err := ingress.NewHandler(ims, events.NewPublisher(js, events.PublisherConfig{Timeout: *s.publishTimeout}), ingress.Config{
 		PublishTimeout: *s.publishTimeout,
 		AnswerDeadline: *s.answerDeadline,
@@ -159,14 +146,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	shuttingDown := admin.NewFlag("")
-	notShuttingDown := func(ctx context.Context) error {
-		if shuttingDown.Check(ctx) == nil {
-			return errors.New("shutting down")
-		}
-		return nil
-	}
-	adminSrv, adminAddr, err := admin.Listen(s.common.AdminAddr, admin.Handler(reg, notShuttingDown, streamsReady.Check, admin.NATSReady(nc, js, events.StreamName)))
+	// Timeouts and header limit: ingress.ServerConfig's defaults.
+	srv := ingress.NewServer(h, ingress.ServerConfig{MaxConnections: *s.maxConnections})
+	adminSrv, adminAddr, err := admin.Listen(s.common.AdminAddr, admin.Handler(reg, srv.Ready, streamsReady.Check, admin.NATSReady(nc, js, events.StreamName)))
 	if err != nil {
 		return err
 	}
@@ -174,28 +156,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("LISTEN_ADDR %s: %w", *s.listen, err)
 	}
-	// Timeouts and header limit: ingress.ServerConfig's defaults.
-	srv := ingress.NewServer(h, ingress.ServerConfig{MaxConnections: *s.maxConnections})
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info().Str("listen_addr", ln.Addr().String()).Str("admin_addr", adminAddr).Strs("merchants", h.MerchantIDs()).Msg("serving")
 	if ready != nil {
 		ready(ln.Addr().String(), adminAddr)
 	}
 
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		return fmt.Errorf("public listener: %w", err)
+	// Until SIGTERM; then not ready, stop accepting, finish the
+	// notifications in flight, drain NATS, close the admin listener.
+	if err := srv.Run(ctx, ln); err != nil {
+		return err
 	}
-	// Stop: not ready, stop accepting, finish in-flight requests, drain NATS.
-	shuttingDown.Set()
-	log.Info().Msg("shutting down: finishing in-flight notifications")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ingress.DefaultShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Error().Err(err).Msg("in-flight requests did not finish in time")
-	}
 	if err := nc.Drain(); err != nil {
 		log.Error().Err(err).Msg("NATS drain")
 	}
@@ -205,24 +177,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	adminSrv.Shutdown(sctx)
 	log.Info().Msg("stopped")
 	return nil
-}
-
-// ensureStreams creates or updates the streams, retrying until it works
-// (NATS may be down at start); warnings about weaker existing streams are
-// logged once, and done is set for /readyz.
-func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg events.StreamConfig, log zerolog.Logger, done *admin.Flag) {
-	warnings, err := events.EnsureStreamsRetry(ctx, js, cfg, func(err error, d time.Duration) {
-		log.Error().Err(err).Dur("retry_in", d).Str("check", "NATS_URL and that JetStream is enabled").Msg("cannot ensure streams")
-	})
-	if err != nil {
-		if ctx.Err() == nil {
-			log.Error().Err(err).Str("check", "STREAM_REPLICAS, STREAM_DUPLICATE_WINDOW, STREAM_MAX_AGE").Msg("streams not ensured")
-		}
-		return
-	}
-	for _, w := range warnings {
-		log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
-	}
-	log.Info().Msg("streams WXPAY and WXPAY_DLQ ready")
-	done.Set()
 }

@@ -23,8 +23,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/wxpay-notify/wxpay-notify/internal/admin"
@@ -79,7 +77,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	subjects := config.String(fs, getenv, "subjects", "WORKER_SUBJECTS", events.SubjectAll, "comma-separated subject filters, e.g. wxpay.*.transaction.success,wxpay.*.refund.>")
 	handlerList := &listFlag{}
 	handlerList.setDefault(getenv("WORKER_HANDLERS"), "log")
-	fs.Var(handlerList, "handler", "built-in handler to run: log, tracker or forward; repeat the flag or separate with commas for several, run in that order (env WORKER_HANDLERS)")
+	fs.Var(handlerList, "handler", "built-in handler to run: "+strings.Join(handlers.Names(), ", ")+"; repeat the flag or separate with commas for several, run in that order (env WORKER_HANDLERS)")
 	concurrency := config.Int(fs, getenv, "concurrency", "WORKER_CONCURRENCY", events.DefaultConcurrency, "events handled at once by this process")
 	ackWait := config.Duration(fs, getenv, "ack-wait", "WORKER_ACK_WAIT", events.DefaultAckWait, "JetStream ack wait (also the Redis lock TTL)")
 	maxDeliver := config.Int(fs, getenv, "max-deliver", "WORKER_MAX_DELIVER", events.DefaultMaxDeliver, "failed handler attempts before an event is dead-lettered (deliveries that ran no handler do not count)")
@@ -105,6 +103,9 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if len(names) == 0 {
 		problems = append(problems, errors.New("WORKER_HANDLERS (--handler) names no handler"))
 	}
+	if err := handlers.CheckNames(names); err != nil {
+		problems = append(problems, fmt.Errorf("WORKER_HANDLERS: %w", err))
+	}
 	if err := errors.Join(problems...); err != nil {
 		return usageErr(err)
 	}
@@ -116,42 +117,26 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return usageErr(err)
 	}
-	rdb, err := redisClient(common.RedisURL)
+	rdb, err := common.ConnectRedis()
 	if err != nil {
 		return usageErr(err)
 	}
 	defer rdb.Close()
 
 	// The handlers, in the order given; all run for each event.
-	var chain []events.Handler
-	for _, name := range names {
-		switch name {
-		case "log":
-			chain = append(chain, events.HandlerFunc(handlers.Log(log)))
-		case "tracker":
-			chain = append(chain, handlers.NewTracker(rdb, handlers.TrackerConfig{KeyPrefix: *keyPrefix}))
-		case "forward":
+	chain, err := handlers.Chain(names, handlers.Deps{
+		Logger:    log,
+		Redis:     rdb,
+		KeyPrefix: *keyPrefix,
+		Forward:   handlers.ForwardConfig{URL: *forwardURL, Timeout: *forwardTimeout},
+		ForwardSecret: func() ([]byte, error) {
 			secret, _, err := forwardSecret.Resolve()
-			if err != nil {
-				return usageErr(err)
-			}
-			f, err := handlers.NewForward(handlers.ForwardConfig{URL: *forwardURL, Secret: []byte(secret), Timeout: *forwardTimeout})
-			if err != nil {
-				return usageErr(err)
-			}
-			chain = append(chain, f)
-		default:
-			return usageErr(fmt.Errorf("WORKER_HANDLERS: unknown handler %q (want log, tracker or forward)", name))
-		}
-	}
-	all := events.HandlerFunc(func(ctx context.Context, ev events.Envelope) error {
-		for _, h := range chain {
-			if err := h.HandleEvent(ctx, ev); err != nil {
-				return err
-			}
-		}
-		return nil
+			return []byte(secret), err
+		},
 	})
+	if err != nil {
+		return usageErr(err)
+	}
 
 	nc, js, err := common.ConnectNATS("wxpay-worker-"+*consumer, log)
 	if err != nil {
@@ -176,13 +161,13 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		return usageErr(err)
 	}
 	for _, s := range config.SplitList(*subjects) {
-		if err := r.Register(s, all); err != nil {
+		if err := r.Register(s, chain...); err != nil {
 			return usageErr(fmt.Errorf("WORKER_SUBJECTS: %w", err))
 		}
 	}
 	log.Info().Object("config", common).Str("consumer", *consumer).Strs("subjects", r.FilterSubjects()).Strs("handlers", names).Msg("starting")
 
-	if err := ensureStreams(ctx, js, events.StreamConfig{Replicas: *replicas}, log); err != nil {
+	if err := config.EnsureStreams(ctx, js, events.StreamConfig{Replicas: *replicas}, log); err != nil {
 		return err
 	}
 	// Ages of what the streams' max age would remove silently: the oldest
@@ -218,26 +203,6 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		}
 		log.Info().Msg("stopped")
 		return nil
-	}
-	return err
-}
-
-func redisClient(url string) (*redis.Client, error) {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	return redis.NewClient(opt), nil
-}
-
-// ensureStreams retries until the streams exist (NATS may still be
-// starting) or ctx ends.
-func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg events.StreamConfig, log zerolog.Logger) error {
-	warnings, err := events.EnsureStreamsRetry(ctx, js, cfg, func(err error, d time.Duration) {
-		log.Error().Err(err).Dur("retry_in", d).Str("check", "NATS_URL and that JetStream is enabled").Msg("cannot ensure streams")
-	})
-	for _, w := range warnings {
-		log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
 	}
 	return err
 }

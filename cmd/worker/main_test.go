@@ -20,6 +20,7 @@ import (
 
 	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+	"github.com/wxpay-notify/wxpay-notify/pkg/webhook"
 )
 
 func paidEnvelope(outTradeNo, txID string) events.Envelope {
@@ -43,7 +44,7 @@ func TestWorkerForwardTrackerAndDLQ(t *testing.T) {
 	refuse := map[string]bool{"T-BAD": true}
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if err := events.VerifyForward([]byte(secret), r.Header, body, 0, time.Now()); err != nil {
+		if err := webhook.Verify([]byte(secret), r.Header, body, 0, time.Now()); err != nil {
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}

@@ -97,6 +97,20 @@
 // private key, but no WXPAY_PLATFORM_CERT_DIR, does not download: such
 // merchants have no platform certificates.
 //
+// # Wiring the parts
+//
+// What every command connects lives here too, so that each main (and a
+// sandbox or a test) wires the same parts the same way:
+//
+//   - Common.ConnectNATS: the NATS connection and its JetStream context,
+//     reconnecting forever;
+//   - Common.ConnectRedis: the Redis client of REDIS_URL;
+//   - EnsureStreams: the streams WXPAY and WXPAY_DLQ, retried while NATS is
+//     not there yet, with their warnings logged;
+//   - NewClients and StartCertificateRefresh: a wxpay.Client per merchant,
+//     and the platform certificates of those that download them, loaded
+//     and kept fresh.
+//
 // # Additions beyond the common settings
 //
 //   - WXPAY_APIV3_KEY_PREVIOUS: older APIv3 keys, comma separated, tried

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+	"github.com/wxpay-notify/wxpay-notify/pkg/webhook"
 )
 
 // DefaultForwardTimeout bounds one forward call.
@@ -82,9 +83,9 @@ func (f *Forward) HandleEvent(ctx context.Context, ev events.Envelope) error {
 	}
 	ts := f.cfg.Now().Unix()
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(events.HeaderIdempotencyKey, ev.DedupeKey)
-	req.Header.Set(events.HeaderForwardTime, strconv.FormatInt(ts, 10))
-	req.Header.Set(events.HeaderForwardSig, events.SignForward(f.cfg.Secret, ts, body))
+	req.Header.Set(webhook.HeaderIdempotencyKey, ev.DedupeKey)
+	req.Header.Set(webhook.HeaderTimestamp, strconv.FormatInt(ts, 10))
+	req.Header.Set(webhook.HeaderSignature, webhook.Sign(f.cfg.Secret, ts, body))
 	resp, err := f.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("forward: %w (will retry)", redactErr(err))

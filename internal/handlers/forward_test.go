@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+	"github.com/wxpay-notify/wxpay-notify/pkg/webhook"
 )
 
 var forwardSecret = []byte("0123456789abcdef-secret")
@@ -100,7 +101,7 @@ func TestForwardPostsSignedEnvelope(t *testing.T) {
 	if got, want := r.Header.Get("Wxpay-Notify-Signature"), "v1="+hex.EncodeToString(mac.Sum(nil)); got != want {
 		t.Fatalf("signature %q, want %q", got, want)
 	}
-	if err := events.VerifyForward(forwardSecret, r.Header, body, 0, forwardNow); err != nil {
+	if err := webhook.Verify(forwardSecret, r.Header, body, 0, forwardNow); err != nil {
 		t.Fatalf("receiver cannot verify: %v", err)
 	}
 	var back events.Envelope

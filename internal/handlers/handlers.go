@@ -1,6 +1,11 @@
 // Package handlers holds the worker's built-in handlers: log, forward (to
 // an HTTP endpoint, signed) and tracker (the reconciler's pending sets and
 // ledger in Redis).
+//
+// Chain builds the handlers a worker runs from their names (Names lists
+// them) and a Deps: the logger, the Redis client and key prefix, the
+// forward settings. Adding a handler is its file plus one line in the
+// registry (registry.go).
 package handlers
 
 import (

@@ -9,39 +9,26 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wxpay-notify/wxpay-notify/internal/tracking"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
 
-// DefaultLedgerTTL keeps a day's ledger past the 3 months bills can be
-// downloaded for.
-const DefaultLedgerTTL = 100 * 24 * time.Hour
+// TrackerConfig configures a Tracker's store (key prefix, ledger TTL); the
+// zero value works.
+type TrackerConfig = tracking.Config
 
-// TrackerConfig configures a Tracker; the zero value works.
-type TrackerConfig struct {
-	// KeyPrefix defaults to events.DefaultKeyPrefix ("wxpay:").
-	KeyPrefix string
-	// LedgerTTL defaults to DefaultLedgerTTL.
-	LedgerTTL time.Duration
-}
-
-// Tracker keeps the reconciler's state: order.created and refund.created
-// announcements join the pending sets, final states leave them, and every
-// final payment and refund is recorded in the day's ledger.
+// Tracker keeps the reconciler's state (package tracking): order.created
+// and refund.created announcements join the pending sets, final states
+// leave them, and every final payment and refund is recorded in the day's
+// ledger.
 type Tracker struct {
-	rdb redis.UniversalClient
-	cfg TrackerConfig
+	store *tracking.Store
 }
 
-// NewTracker returns the tracker handler.
+// NewTracker returns the tracker handler, writing to rdb.
 func NewTracker(rdb redis.UniversalClient, cfg TrackerConfig) *Tracker {
-	if cfg.KeyPrefix == "" {
-		cfg.KeyPrefix = events.DefaultKeyPrefix
-	}
-	if cfg.LedgerTTL <= 0 {
-		cfg.LedgerTTL = DefaultLedgerTTL
-	}
-	return &Tracker{rdb: rdb, cfg: cfg}
+	return &Tracker{store: tracking.NewStore(rdb, cfg)}
 }
 
 // Announcement is the resource of order.created and refund.created, which
@@ -56,7 +43,6 @@ type Announcement struct {
 // HandleEvent applies ev to the pending sets and the ledger. It is
 // idempotent: a repeat leaves the same state.
 func (t *Tracker) HandleEvent(ctx context.Context, ev events.Envelope) error {
-	p := t.cfg.KeyPrefix
 	switch strings.ToUpper(ev.EventType) {
 	case events.EventOrderCreated, events.EventRefundCreated:
 		var a Announcement
@@ -67,15 +53,14 @@ func (t *Tracker) HandleEvent(ctx context.Context, ev events.Envelope) error {
 		if err != nil {
 			return events.Permanent(fmt.Errorf("tracker: %s: %w", ev.EventType, err))
 		}
-		key, member := events.PendingOrderKey(p, ev.MchID), a.OutTradeNo
+		kind, member, field := tracking.Order, a.OutTradeNo, "out_trade_no"
 		if strings.EqualFold(ev.EventType, events.EventRefundCreated) {
-			key, member = events.PendingRefundKey(p, ev.MchID), a.OutRefundNo
+			kind, member, field = tracking.Refund, a.OutRefundNo, "out_refund_no"
 		}
 		if member == "" {
-			return events.Permanent(fmt.Errorf("tracker: %s without %s", ev.EventType, map[bool]string{true: "out_refund_no", false: "out_trade_no"}[key == events.PendingRefundKey(p, ev.MchID)]))
+			return events.Permanent(fmt.Errorf("tracker: %s without %s", ev.EventType, field))
 		}
-		// NX keeps the first creation time when an announcement repeats.
-		return wrapRedis(t.rdb.ZAddNX(ctx, key, redis.Z{Score: float64(created.Unix()), Member: member}).Err())
+		return wrapRedis(t.store.AddPending(ctx, kind, ev.MchID, member, created))
 
 	case wxpay.EventTransactionSuccess:
 		var tx wxpay.Transaction
@@ -89,8 +74,8 @@ func (t *Tracker) HandleEvent(ctx context.Context, ev events.Envelope) error {
 		if err != nil {
 			return events.Permanent(fmt.Errorf("tracker: payment %s: %w", tx.TransactionID, err))
 		}
-		entry := events.LedgerEntry{OutTradeNo: tx.OutTradeNo, Amount: tx.Amount.Total, State: wxpay.TradeStateSuccess, EventID: ev.ID}
-		return t.final(ctx, ev.MchID, when, tx.TransactionID, entry, events.PendingOrderKey(p, ev.MchID), tx.OutTradeNo)
+		entry := tracking.Entry{OutTradeNo: tx.OutTradeNo, Amount: tx.Amount.Total, State: wxpay.TradeStateSuccess, EventID: ev.ID}
+		return wrapRedis(t.store.RecordFinal(ctx, ev.MchID, tx.TransactionID, when, entry))
 
 	case events.EventTransactionClosed, events.EventTransactionRevoked, events.EventTransactionPayError:
 		var tx struct {
@@ -99,7 +84,7 @@ func (t *Tracker) HandleEvent(ctx context.Context, ev events.Envelope) error {
 		if err := json.Unmarshal(ev.Resource, &tx); err != nil || tx.OutTradeNo == "" {
 			return events.Permanent(fmt.Errorf("tracker: %s without out_trade_no", ev.EventType))
 		}
-		return wrapRedis(t.rdb.ZRem(ctx, events.PendingOrderKey(p, ev.MchID), tx.OutTradeNo).Err())
+		return wrapRedis(t.store.RemovePending(ctx, tracking.Order, ev.MchID, tx.OutTradeNo))
 
 	case wxpay.EventRefundSuccess, wxpay.EventRefundClosed, wxpay.EventRefundAbnormal:
 		var r wxpay.RefundNotice
@@ -117,27 +102,10 @@ func (t *Tracker) HandleEvent(ctx context.Context, ev events.Envelope) error {
 		if state == "" {
 			state = strings.TrimPrefix(strings.ToUpper(ev.EventType), "REFUND.")
 		}
-		entry := events.LedgerEntry{OutRefundNo: r.OutRefundNo, Amount: r.Amount.Refund, State: state, EventID: ev.ID}
-		return t.final(ctx, ev.MchID, when, r.RefundID, entry, events.PendingRefundKey(p, ev.MchID), r.OutRefundNo)
+		entry := tracking.Entry{OutRefundNo: r.OutRefundNo, Amount: r.Amount.Refund, State: state, EventID: ev.ID}
+		return wrapRedis(t.store.RecordFinal(ctx, ev.MchID, r.RefundID, when, entry))
 	}
 	return nil // other events are not tracked
-}
-
-// final records a final state in the ledger and leaves the pending set, in
-// one transaction.
-func (t *Tracker) final(ctx context.Context, mchid string, when time.Time, field string, entry events.LedgerEntry, pendingKey, member string) error {
-	value, err := json.Marshal(entry)
-	if err != nil {
-		return events.Permanent(err)
-	}
-	ledger := events.LedgerKey(t.cfg.KeyPrefix, mchid, when)
-	_, err = t.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, ledger, field, value)
-		p.Expire(ctx, ledger, t.cfg.LedgerTTL)
-		p.ZRem(ctx, pendingKey, member)
-		return nil
-	})
-	return wrapRedis(err)
 }
 
 // eventTime parses an RFC 3339 time, falling back to the envelope's

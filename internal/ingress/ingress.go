@@ -3,6 +3,19 @@
 // each as one envelope to JetStream, and answers WeChat success only after
 // the publish was acknowledged. Everything it cannot make durable is
 // answered with a failure status, so WeChat sends it again.
+//
+// NewHandler builds the endpoint; NewServer puts it behind the public
+// listener's limits, and Server.Run serves until its context ends, then
+// shuts down in order: Server.Ready fails (for /readyz), the listener
+// closes, the notifications in flight get their answers. Draining the NATS
+// connection is the caller's, after Run.
+//
+// Each outcome of a notification (ok, duplicate, bad_signature,
+// publish_failed, …) has one row in outcome.go: the label of the metric
+// wxpay_ingress_requests_total and of the log line, the status, the log
+// level and what to check. The status of the SDK's own error classes is
+// wxpay.NotificationStatus's, so the SDK's NotifyHandler and this endpoint
+// answer alike.
 package ingress
 
 import (
@@ -19,18 +32,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/wxpay-notify/wxpay-notify/internal/bufpool"
 	"github.com/wxpay-notify/wxpay-notify/internal/untrusted"
+	"github.com/wxpay-notify/wxpay-notify/pkg/bufpool"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
 
-// Defaults of Config.
+// Defaults of Config. The publish timeout's is events.DefaultPublishTimeout.
 const (
-	DefaultPublishTimeout = 2 * time.Second
 	DefaultAnswerDeadline = 2500 * time.Millisecond
-	DefaultMaxBodyBytes   = 64 << 10
-	DefaultMaxInFlight    = 1024
+	// DefaultMaxBodyBytes is the SDK's limit of a notification (64 KiB).
+	DefaultMaxBodyBytes = wxpay.MaxNotificationBytes
+	DefaultMaxInFlight  = 1024
 )
 
 // Merchant is one merchant the ingress accepts notifications for.
@@ -51,7 +64,7 @@ type Publisher interface {
 // Config holds the optional settings; the zero value works.
 type Config struct {
 	// PublishTimeout bounds the wait for the JetStream acknowledgement.
-	// Default DefaultPublishTimeout.
+	// Default events.DefaultPublishTimeout.
 	PublishTimeout time.Duration
 	// AnswerDeadline bounds all work on one notification once its body has
 	// been read, a certificate refresh included, so the answer stays inside
@@ -60,7 +73,7 @@ type Config struct {
 	// slow upload is answered 408 and never eats the publish's budget.
 	// Default DefaultAnswerDeadline.
 	AnswerDeadline time.Duration
-	// MaxBodyBytes defaults to 64 KiB.
+	// MaxBodyBytes defaults to DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// MaxInFlight bounds the notifications handled at once; one more is
 	// answered 503 at once (WeChat retries) instead of holding memory.
@@ -95,7 +108,7 @@ func NewHandler(merchants []Merchant, pub Publisher, cfg Config) (*Handler, erro
 	if pub == nil {
 		return nil, errors.New("ingress: no publisher")
 	}
-	positiveOr(&cfg.PublishTimeout, DefaultPublishTimeout)
+	positiveOr(&cfg.PublishTimeout, events.DefaultPublishTimeout)
 	positiveOr(&cfg.AnswerDeadline, DefaultAnswerDeadline)
 	positiveOr(&cfg.MaxBodyBytes, DefaultMaxBodyBytes)
 	positiveOr(&cfg.MaxInFlight, DefaultMaxInFlight)
@@ -141,7 +154,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 // result is what one request came to, for the answer, the log and metrics.
 type result struct {
 	status    int
-	outcome   string
+	outcome   *outcome
 	message   string
 	err       error
 	format    string // v3 or v2
@@ -155,7 +168,9 @@ type result struct {
 	bodyRead  time.Duration // time the body took to arrive
 }
 
-var errUnknownMerchant = wxpay.ErrUnknownMerchant
+// errUnknownMerchant: the URL names no merchant configured here (or none,
+// while several are).
+var errUnknownMerchant = errors.New("unknown merchant")
 
 // errMerchantMismatch: an authentic notification names another merchant
 // than the one of the URL it was posted to.
@@ -194,7 +209,7 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 		res = h.handleInFlight(w, r)
 	default:
 		// Answered before the body is read: the point is to hold nothing.
-		res = result{format: "v3", mchid: r.PathValue("mchid")}.fail(http.StatusServiceUnavailable, "busy",
+		res = result{format: "v3", mchid: r.PathValue("mchid")}.fail(outBusy,
 			fmt.Errorf("%d notifications in flight already (MAX_IN_FLIGHT): answer WeChat to retry", h.cfg.MaxInFlight))
 	}
 	message := untrusted.Truncate(res.message, maxMessageBytes)
@@ -219,7 +234,7 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 	if eventType == "" {
 		eventType = "unknown"
 	}
-	h.metrics.requests.WithLabelValues(res.outcome, eventType, res.format).Inc()
+	h.metrics.requests.WithLabelValues(res.outcome.label, eventType, res.format).Inc()
 	h.logResult(r, res, h.cfg.Now().Sub(start))
 }
 
@@ -250,11 +265,11 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request) result {
 		var netErr net.Error
 		switch {
 		case errors.As(err, &tooBig):
-			return res.fail(http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", h.cfg.MaxBodyBytes))
+			return res.fail(outTooLarge, fmt.Errorf("body over %d bytes", h.cfg.MaxBodyBytes))
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
-			return res.fail(http.StatusRequestTimeout, "slow_upload", fmt.Errorf("the body (%d bytes so far) did not arrive within the server's read timeout", len(body)))
+			return res.fail(outSlowUpload, fmt.Errorf("the body (%d bytes so far) did not arrive within the server's read timeout", len(body)))
 		}
-		return res.fail(http.StatusBadRequest, "malformed", fmt.Errorf("%w: reading the body: %v", wxpay.ErrMalformed, err))
+		return res.failErr(fmt.Errorf("%w: reading the body: %v", wxpay.ErrMalformed, err))
 	}
 	// The deadline starts once the body is in, and ignores the client's
 	// hang-up: an event being published when WeChat gives up is better
@@ -267,14 +282,14 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request) result {
 	case res.mchid == "":
 		m = h.only
 		if m == nil {
-			return res.fail(http.StatusNotFound, "unknown_merchant", fmt.Errorf("%w: several merchants are configured: post to /notify/{mchid}", errUnknownMerchant))
+			return res.failErr(fmt.Errorf("%w: several merchants are configured: post to /notify/{mchid}", errUnknownMerchant))
 		}
 		res.mchid = m.MchID
 	case !validMchID(res.mchid):
-		return res.fail(http.StatusNotFound, "unknown_merchant", fmt.Errorf("%w: mchid %q is not 1-%d digits", errUnknownMerchant, untrusted.String(res.mchid), maxMchIDDigits))
+		return res.failErr(fmt.Errorf("%w: mchid %q is not 1-%d digits", errUnknownMerchant, untrusted.String(res.mchid), maxMchIDDigits))
 	default:
 		if m = h.merchants[res.mchid]; m == nil {
-			return res.fail(http.StatusNotFound, "unknown_merchant", fmt.Errorf("%w: mchid %s is not configured here", errUnknownMerchant, res.mchid))
+			return res.failErr(fmt.Errorf("%w: mchid %s is not configured here", errUnknownMerchant, res.mchid))
 		}
 	}
 	var env events.Envelope
@@ -293,11 +308,11 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request) result {
 	p, err := h.pub.Publish(pctx, env)
 	h.metrics.observe(h.metrics.publish, pstart, h.cfg.Now())
 	if err != nil {
-		return res.fail(http.StatusServiceUnavailable, "publish_failed", fmt.Errorf("event not stored, answer WeChat to retry (check NATS JetStream and stream %s): %w", events.StreamName, err))
+		return res.fail(outPublishFailed, fmt.Errorf("event not stored, answer WeChat to retry (check NATS JetStream and stream %s): %w", events.StreamName, err))
 	}
-	res.status, res.outcome, res.message, res.duplicate, res.seq = http.StatusOK, "ok", "OK", p.Duplicate, p.Sequence
+	res.outcome, res.status, res.message, res.duplicate, res.seq = outOK, http.StatusOK, "OK", p.Duplicate, p.Sequence
 	if p.Duplicate {
-		res.outcome = "duplicate"
+		res.outcome = outDuplicate
 	}
 	return res
 }
@@ -398,73 +413,25 @@ func (h *Handler) parseV2(_ context.Context, m *Merchant, body []byte, res *resu
 // and reading it into a fresh slice was the largest allocation per request.
 var bodies = bufpool.New(4<<10, 16<<10)
 
-func (res result) fail(status int, outcome string, err error) result {
-	res.status, res.outcome, res.err, res.message = status, outcome, err, err.Error()
+func (res result) fail(o *outcome, err error) result {
+	res.outcome, res.status, res.err, res.message = o, o.statusOf(err), err, err.Error()
 	return res
 }
 
-// failErr classifies an error of verification, decryption or mapping.
-func (res result) failErr(err error) result {
-	status := wxpay.NotificationStatus(err)
-	outcome := "malformed"
-	switch {
-	case errors.Is(err, errMerchantMismatch):
-		status, outcome = http.StatusBadRequest, "merchant_mismatch"
-	case errors.Is(err, errV2NotConfigured):
-		status, outcome = http.StatusInternalServerError, "v2_not_configured"
-	case errors.Is(err, wxpay.ErrInvalidConfig):
-		status, outcome = http.StatusInternalServerError, "config_error"
-	case errors.Is(err, wxpay.ErrSignatureProbe):
-		outcome = "signature_probe"
-	case errors.Is(err, wxpay.ErrBadSignature):
-		outcome = "bad_signature"
-	case errors.Is(err, wxpay.ErrTimestampSkew):
-		outcome = "stale_timestamp"
-	case errors.Is(err, wxpay.ErrCertificateRefresh):
-		outcome = "cert_refresh_failed"
-	case errors.Is(err, wxpay.ErrUnknownSerial):
-		outcome = "unknown_serial"
-	case errors.Is(err, wxpay.ErrDecrypt):
-		outcome = "decrypt_failed"
-	case errors.Is(err, wxpay.ErrMissingHeader):
-		outcome = "missing_header"
-	case errors.Is(err, wxpay.ErrMalformed), errors.Is(err, events.ErrMalformedEnvelope):
-		status, outcome = http.StatusBadRequest, "malformed"
-	default:
-		outcome = "internal_error"
-	}
-	return res.fail(status, outcome, err)
-}
+// failErr answers an error of verification, decryption or mapping by its
+// class (see classify).
+func (res result) failErr(err error) result { return res.fail(classify(err), err) }
 
 func (h *Handler) logResult(r *http.Request, res result, d time.Duration) {
-	var ev *zerolog.Event
-	switch {
-	case res.status == http.StatusOK:
-		ev = h.log.Info()
-	case res.outcome == "decrypt_failed":
-		ev = h.log.Error().Str("check", "the APIv3 key configured for this merchant: the notification is authentic but does not decrypt")
-	case res.outcome == "config_error", res.outcome == "publish_failed", res.outcome == "internal_error":
-		ev = h.log.Error()
-	case res.outcome == "cert_refresh_failed":
-		ev = h.log.Error().Str("check", "outbound HTTPS to the WeChat Pay API and the merchant key/serial")
-	case res.outcome == "stale_timestamp":
-		ev = h.log.Warn().Str("check", "this server's clock (NTP)")
-	case res.outcome == "merchant_mismatch":
-		// Authentic, refused, and lost after WeChat's retries unless the
-		// notify_url is fixed.
-		ev = h.log.Error().Str("check", "the notify_url registered for the merchant the notification names: it posts to another merchant's endpoint")
-	case res.outcome == "v2_not_configured":
-		// Anyone can post <xml> here; a real v2 notification is retried
-		// by WeChat and shows in the metric.
-		ev = h.log.Warn().Str("check", "WXPAY_APIV2_KEY of this merchant, if it still receives v2 notifications")
-	default:
-		ev = h.log.Warn()
+	ev := h.log.WithLevel(res.outcome.level)
+	if res.outcome.check != "" {
+		ev.Str("check", res.outcome.check)
 	}
 	ev.Str("event_id", res.eventID).
 		Str("mchid", untrusted.String(res.mchid)).
 		Str("event_type", res.eventType).
 		Str("format", res.format).
-		Str("outcome", res.outcome).
+		Str("outcome", res.outcome.label).
 		Int("http_status", res.status).
 		Str("wechatpay_serial", untrusted.String(res.keyID)).
 		Str("request_id", untrusted.String(r.Header.Get(wxpay.HeaderRequestID))).

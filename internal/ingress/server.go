@@ -2,6 +2,9 @@ package ingress
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -30,6 +33,9 @@ const (
 	// DefaultMaxConnections bounds the open connections of the public
 	// listener.
 	DefaultMaxConnections = 4096
+	// DefaultShutdownTimeout bounds the wait for the requests in flight
+	// when Run shuts down.
+	DefaultShutdownTimeout = 15 * time.Second
 )
 
 // ServerConfig holds the limits of the public listener; the zero value is
@@ -43,6 +49,8 @@ type ServerConfig struct {
 	// MaxConnections: a connection beyond it is answered 503 and closed
 	// at once.
 	MaxConnections int
+	// ShutdownTimeout bounds Run's wait for the requests in flight.
+	ShutdownTimeout time.Duration
 }
 
 // positiveOr sets *p to def unless it is positive: the zero value of a
@@ -56,8 +64,10 @@ func positiveOr[T int | int64 | time.Duration](p *T, def T) {
 // Server is the HTTP server of the public listener.
 type Server struct {
 	*http.Server
-	maxConns int
-	h        *Handler
+	maxConns        int
+	shutdownTimeout time.Duration
+	h               *Handler
+	stopping        atomic.Bool // set once Run begins to shut down
 }
 
 // NewServer returns the server for h with the limits of cfg.
@@ -68,6 +78,7 @@ func NewServer(h *Handler, cfg ServerConfig) *Server {
 	positiveOr(&cfg.IdleTimeout, DefaultIdleTimeout)
 	positiveOr(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	positiveOr(&cfg.MaxConnections, DefaultMaxConnections)
+	positiveOr(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	return &Server{
 		Server: &http.Server{
 			Handler:           h,
@@ -77,9 +88,44 @@ func NewServer(h *Handler, cfg ServerConfig) *Server {
 			IdleTimeout:       cfg.IdleTimeout,
 			MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		},
-		maxConns: cfg.MaxConnections,
-		h:        h,
+		maxConns:        cfg.MaxConnections,
+		shutdownTimeout: cfg.ShutdownTimeout,
+		h:               h,
 	}
+}
+
+// Run serves ln until ctx ends, then shuts down in this order: Ready fails
+// (the admin listener's /readyz turns 503, so no new traffic is sent
+// here), the listener stops accepting, and the notifications in flight
+// finish with their real answers, for at most ShutdownTimeout. It then
+// returns nil; it returns the listener's error if serving fails before.
+// What the handler publishes through (the NATS connection) is the
+// caller's to drain once Run returned.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("public listener: %w", err)
+	}
+	s.stopping.Store(true)
+	s.h.log.Info().Msg("shutting down: finishing in-flight notifications")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdownTimeout)
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		s.h.log.Error().Err(err).Msg("in-flight requests did not finish in time")
+	}
+	return nil
+}
+
+// Ready is a readiness check for the admin listener: nil until Run begins
+// to shut down.
+func (s *Server) Ready(context.Context) error {
+	if s.stopping.Load() {
+		return errors.New("shutting down")
+	}
+	return nil
 }
 
 // Serve accepts connections on ln, at most MaxConnections at once, until

@@ -359,3 +359,69 @@ func gatherCounter(t *testing.T, reg *prometheus.Registry, name string) float64 
 	}
 	return 0
 }
+
+// Run shuts down in order once its ctx ends: Ready fails first, the
+// notification in flight still gets its real answer, and Run returns
+// only after it.
+func TestServerRunShutsDownInOrder(t *testing.T) {
+	pub := &gatePublisher{memPublisher: memPublisher{seen: map[string]bool{}}, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	f := memSetup(t, pub, ingress.Config{PublishTimeout: 8 * time.Second, AnswerDeadline: 9 * time.Second})
+	srv := ingress.NewServer(f.h, ingress.ServerConfig{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(ctx, ln) }()
+	if err := srv.Ready(ctx); err != nil {
+		t.Fatalf("Ready while serving: %v", err)
+	}
+
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(f.notification(t, "T1").Request("http://" + ln.Addr().String() + "/notify/" + f.m.MchID))
+		if err != nil {
+			t.Logf("in-flight notification: %v", err)
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	<-pub.entered
+	cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Ready(context.Background()) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Ready still passes after ctx ended")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := srv.Ready(context.Background()); !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("Ready: got %v, want shutting down", err)
+	}
+	select {
+	case err := <-ran:
+		t.Fatalf("Run returned with a notification in flight: %v", err)
+	case code := <-answered:
+		t.Fatalf("answered %d before the publish was acknowledged", code)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(pub.release)
+	if code := <-answered; code != http.StatusOK {
+		t.Fatalf("the notification in flight: got %d, want 200", code)
+	}
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("the listener still accepts after Run returned")
+	}
+}

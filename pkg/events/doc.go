@@ -70,17 +70,19 @@
 //
 //	r, err := events.NewRouter(js, rdb, events.RouterConfig{Consumer: "fulfilment", Logger: log})
 //	r.Handle(events.Pattern(events.AnyMerchant, wxpay.EventTransactionSuccess), fulfil.New(db))
+//	r.Handle(events.Pattern(events.AnyMerchant, events.AnyEventType), audit.New(db), notifyOps)
 //	return r.Run(ctx)
 //
-// Handle and HandleFunc panic on an invalid pattern, a pattern registered
-// twice, or one outside RouterConfig.Subjects; Register returns the error
-// instead. The consumer's filter subjects are RouterConfig.Subjects, or
+// A pattern is registered once, with one or several handlers. Handle and
+// HandleFunc panic on a missing or nil handler, an invalid pattern, a
+// pattern registered twice, or one outside RouterConfig.Subjects; Register
+// returns the error instead. The consumer's filter subjects are RouterConfig.Subjects, or
 // else the registered patterns (FilterSubjects), which needs NATS server
 // 2.10 or later: Run refuses an older server with ErrServerTooOld. Run
 // creates or updates the consumer at start (deliver all, explicit acks).
 //
 // Every handler whose pattern matches an event runs, in registration
-// order; the first error stops the chain, and the event is done only when
+// order (the handlers of one pattern in the order given); the first error stops the chain, and the event is done only when
 // all succeeded, so a retry runs all of them again. Effects that need
 // independent retries belong in separate consumers. An event that reaches
 // the consumer with no matching handler is dead-lettered with reason "no

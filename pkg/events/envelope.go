@@ -5,12 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
 
-	"github.com/wxpay-notify/wxpay-notify/internal/bufpool"
+	"github.com/wxpay-notify/wxpay-notify/pkg/bufpool"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
 
@@ -216,38 +215,20 @@ const (
 // time, since v2 notifications carry no creation time). The dedupe key is
 // the one the v3 form of the same event gets.
 //
-// A pay result becomes TRANSACTION.SUCCESS with a wxpay.Transaction
-// resource: mchid, appid, out_trade_no, transaction_id, trade_type,
-// trade_state SUCCESS, bank_type, attach, success_time (time_end in RFC
-// 3339, +08:00), amount{total = total_fee, payer_total = cash_fee (total_fee
-// when absent), currency = fee_type (default CNY), payer_currency =
-// cash_fee_type (default CNY)} and payer{openid}. In partner mode
-// (sub_mch_id present) it also has sp_mchid = mch_id, sub_mchid,
-// sp_appid = appid, sub_appid and payer{sp_openid = openid, sub_openid}.
+// A pay result becomes TRANSACTION.SUCCESS with the resource
+// wxpay.V2Notification.Transaction returns; a refund becomes REFUND.SUCCESS,
+// REFUND.ABNORMAL (v2 CHANGE) or REFUND.CLOSED (v2 REFUNDCLOSE) with the
+// resource wxpay.V2Notification.Refund returns. Both are built for mchid
+// from the authenticated fields only, and so is the v2 field
+// (wxpay.V2Notification.Authenticated): the fields the sign covers for a
+// pay result, the decrypted req_info for a refund. A refund notice's outer
+// fields are not authenticated, so nothing of them reaches the resource or
+// the v2 field.
 //
-// A refund becomes REFUND.SUCCESS, REFUND.ABNORMAL (v2 CHANGE) or
-// REFUND.CLOSED (v2 REFUNDCLOSE) with a wxpay.RefundNotice resource:
-// mchid (always the mchid argument), out_trade_no, transaction_id,
-// out_refund_no, refund_id, refund_status (SUCCESS, ABNORMAL, CLOSED),
-// success_time (RFC 3339, when given), user_received_account =
-// refund_recv_accout and amount{total = total_fee, refund = refund_fee,
-// payer_total, payer_refund}. v2 does not report the payer's share of a
-// refund; payer_total is settlement_total_fee (total minus non-recharge
-// coupons), else cash_fee, else total_fee, and payer_refund is
-// settlement_refund_fee, else cash_refund_fee, else refund_fee. sp_mchid
-// and sub_mchid are set only when req_info itself carries sub_mch_id.
-//
-// Only authenticated fields are used (wxpay.V2Notification.Authenticated):
-// the fields the sign covers for a pay result, the decrypted req_info for a
-// refund. A refund notice's outer fields are not authenticated, so nothing
-// of them reaches the resource or the v2 field, not even in partner mode
-// (the outer sub_mch_id is not known to be the sub-merchant's).
-//
-// Errors: an invalid mchid wraps ErrMalformedEnvelope; a missing identity
-// field (transaction_id; refund_id, refund_status), an unknown refund
-// status, an amount that is not a non-negative integer, a time in the
-// wrong form or a req_info mch_id other than mchid wraps
-// wxpay.ErrMalformed.
+// Errors: an invalid mchid wraps ErrMalformedEnvelope; a notification those
+// methods refuse (a missing identity field, an unknown refund status, an
+// amount that is not a non-negative integer, a time in the wrong form, a
+// req_info mch_id other than mchid) wraps wxpay.ErrMalformed.
 func FromV2(mchid string, v *wxpay.V2Notification, receivedAt time.Time) (Envelope, error) {
 	if !ValidMchID(mchid) {
 		return Envelope{}, fmt.Errorf("%w: merchant id %q is not a valid subject token", ErrMalformedEnvelope, mchid)
@@ -270,7 +251,7 @@ func FromV2(mchid string, v *wxpay.V2Notification, receivedAt time.Time) (Envelo
 	case wxpay.V2KindPay:
 		env.V2 = v.Authenticated()
 		var t *wxpay.Transaction
-		t, err = v2Transaction(mchid, env.V2)
+		t, err = v.Transaction(mchid)
 		if err == nil {
 			resource = t
 			env.DedupeKey = TransactionKey(t.TransactionID)
@@ -281,7 +262,7 @@ func FromV2(mchid string, v *wxpay.V2Notification, receivedAt time.Time) (Envelo
 	case wxpay.V2KindRefund:
 		env.V2 = v.Authenticated()
 		var r *wxpay.RefundNotice
-		r, err = v2Refund(mchid, env.V2)
+		r, err = v.Refund(mchid)
 		if err == nil {
 			resource = r
 			env.DedupeKey = RefundKey(r.RefundID, r.RefundStatus)
@@ -305,168 +286,6 @@ func FromV2(mchid string, v *wxpay.V2Notification, receivedAt time.Time) (Envelo
 		return Envelope{}, fmt.Errorf("%w: encoding the v2 resource: %v", wxpay.ErrMalformed, err)
 	}
 	return env, nil
-}
-
-// v2Transaction maps the fields of a v2 pay result onto a v3 transaction.
-func v2Transaction(mchid string, f map[string]string) (*wxpay.Transaction, error) {
-	if f["transaction_id"] == "" {
-		return nil, fmt.Errorf("%w: v2 pay notification has no transaction_id", wxpay.ErrMalformed)
-	}
-	total, err := v2Amount(f, "total_fee")
-	if err != nil {
-		return nil, err
-	}
-	payerTotal, err := v2AmountOr(f, total, "cash_fee")
-	if err != nil {
-		return nil, err
-	}
-	t := &wxpay.Transaction{
-		AppID:          f["appid"],
-		MchID:          orDefault(f["mch_id"], mchid),
-		OutTradeNo:     f["out_trade_no"],
-		TransactionID:  f["transaction_id"],
-		TradeType:      f["trade_type"],
-		TradeState:     wxpay.TradeStateSuccess,
-		TradeStateDesc: summaryPaid,
-		BankType:       f["bank_type"],
-		Attach:         f["attach"],
-		Amount: &wxpay.TransactionAmount{
-			Total:         total,
-			PayerTotal:    payerTotal,
-			Currency:      orDefault(f["fee_type"], "CNY"),
-			PayerCurrency: orDefault(f["cash_fee_type"], "CNY"),
-		},
-		Payer: &wxpay.Payer{OpenID: f["openid"]},
-	}
-	if s := f["time_end"]; s != "" {
-		at, err := wxpay.V2TimeEnd(s)
-		if err != nil {
-			return nil, err
-		}
-		t.SuccessTime = at.In(wxpay.ChinaTime()).Format(time.RFC3339)
-	}
-	if f["sub_mch_id"] != "" {
-		t.SpMchID = t.MchID
-		t.SubMchID = f["sub_mch_id"]
-		t.SpAppID = t.AppID
-		t.SubAppID = f["sub_appid"]
-		t.Payer.SpOpenID = f["openid"]
-		t.Payer.SubOpenID = f["sub_openid"]
-	}
-	return t, nil
-}
-
-// v2RefundStatus maps a v2 refund_status onto the v3 one. v3 spellings
-// are accepted as themselves.
-func v2RefundStatus(s string) (string, bool) {
-	switch s {
-	case "SUCCESS":
-		return wxpay.RefundStatusSuccess, true
-	case "CHANGE", "ABNORMAL":
-		return wxpay.RefundStatusAbnormal, true
-	case "REFUNDCLOSE", "CLOSE", "CLOSED":
-		return wxpay.RefundStatusClosed, true
-	}
-	return "", false
-}
-
-// v2Refund maps the decrypted req_info fields of a v2 refund notification
-// onto a v3 refund notice for merchant mchid.
-func v2Refund(mchid string, f map[string]string) (*wxpay.RefundNotice, error) {
-	if id := f["mch_id"]; id != "" && id != mchid {
-		return nil, fmt.Errorf("%w: v2 refund req_info names merchant %q, not %s", wxpay.ErrMalformed, id, mchid)
-	}
-	if f["refund_id"] == "" {
-		return nil, fmt.Errorf("%w: v2 refund notification has no refund_id", wxpay.ErrMalformed)
-	}
-	status, ok := v2RefundStatus(f["refund_status"])
-	if !ok {
-		return nil, fmt.Errorf("%w: v2 refund_status %q is not SUCCESS, CHANGE or REFUNDCLOSE", wxpay.ErrMalformed, f["refund_status"])
-	}
-	total, err := v2Amount(f, "total_fee")
-	if err != nil {
-		return nil, err
-	}
-	refund, err := v2Amount(f, "refund_fee")
-	if err != nil {
-		return nil, err
-	}
-	payerTotal, err := v2AmountOr(f, total, "settlement_total_fee", "cash_fee")
-	if err != nil {
-		return nil, err
-	}
-	payerRefund, err := v2AmountOr(f, refund, "settlement_refund_fee", "cash_refund_fee")
-	if err != nil {
-		return nil, err
-	}
-	r := &wxpay.RefundNotice{
-		MchID:               mchid,
-		OutTradeNo:          f["out_trade_no"],
-		TransactionID:       f["transaction_id"],
-		OutRefundNo:         f["out_refund_no"],
-		RefundID:            f["refund_id"],
-		RefundStatus:        status,
-		UserReceivedAccount: f["refund_recv_accout"],
-		Amount: wxpay.RefundAmount{
-			Total:       total,
-			Refund:      refund,
-			PayerTotal:  payerTotal,
-			PayerRefund: payerRefund,
-		},
-	}
-	if s := f["success_time"]; s != "" {
-		at, err := wxpay.V2RefundSuccessTime(s)
-		if err != nil {
-			return nil, err
-		}
-		r.SuccessTime = at.In(wxpay.ChinaTime()).Format(time.RFC3339)
-	}
-	if f["sub_mch_id"] != "" {
-		r.SpMchID = r.MchID
-		r.SubMchID = f["sub_mch_id"]
-	}
-	return r, nil
-}
-
-// v2Amount parses the required amount field name (fen, a non-negative
-// integer).
-func v2Amount(f map[string]string, name string) (int64, error) {
-	s, ok := f[name]
-	if !ok || s == "" {
-		return 0, fmt.Errorf("%w: v2 notification has no %s", wxpay.ErrMalformed, name)
-	}
-	return parseFen(name, s)
-}
-
-// v2AmountOr parses the first of names that is present, or returns def.
-func v2AmountOr(f map[string]string, def int64, names ...string) (int64, error) {
-	for _, name := range names {
-		if s := f[name]; s != "" {
-			return parseFen(name, s)
-		}
-	}
-	return def, nil
-}
-
-// parseFen parses an amount in fen: decimal digits only.
-func parseFen(name, s string) (int64, error) {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, fmt.Errorf("%w: v2 %s is not a non-negative integer amount in fen", wxpay.ErrMalformed, name)
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%w: v2 %s is out of range", wxpay.ErrMalformed, name)
-	}
-	return n, nil
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Validate checks that e keeps the envelope contract, so that consumers

@@ -39,7 +39,7 @@ func ExampleFromV2() {
 	v := &wxpay.V2Notification{
 		Kind:   wxpay.V2KindRefund,
 		Fields: map[string]string{"return_code": "SUCCESS", "mch_id": "1230000109", "req_info": "…"},
-		Refund: map[string]string{
+		ReqInfo: map[string]string{
 			"refund_id": "50000000382019052709732678859", "out_refund_no": "R1001",
 			"transaction_id": "4200000000000000000000000001", "out_trade_no": "T1001",
 			"refund_status": "REFUNDCLOSE", "total_fee": "100", "refund_fee": "100",

@@ -128,7 +128,10 @@ func (p *Publisher) Publish(ctx context.Context, env Envelope) (Published, error
 			return Published{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
 		}
 		wait := b.NextBackOff()
-		if !retryablePublish(ctx, err) || wait == backoff.Stop || !sleepWithin(ctx, wait) {
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= wait {
+			wait = backoff.Stop // no time left to wait and try again
+		}
+		if !retryablePublish(ctx, err) || wait == backoff.Stop || !sleepCtx(ctx, wait) {
 			return Published{}, fmt.Errorf("%w: %s on %s: %w", ErrPublish, env.DedupeKey, subject, err)
 		}
 	}
@@ -158,20 +161,4 @@ func retryablePublish(ctx context.Context, err error) bool {
 		return apiErr.Code == http.StatusServiceUnavailable
 	}
 	return false
-}
-
-// sleepWithin waits for d unless ctx ends first or would end before d is
-// over; it reports whether the full wait happened.
-func sleepWithin(ctx context.Context, d time.Duration) bool {
-	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= d {
-		return false
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -6,6 +6,41 @@ import (
 	"github.com/cenkalti/backoff/v4"
 )
 
+// actionKind is what the router does with a delivery whose handlers
+// failed.
+type actionKind int
+
+const (
+	actionRetry      actionKind = iota // NakWithDelay(delay)
+	actionDeadLetter                   // publish to WXPAY_DLQ, then Term
+)
+
+// action is the decision for a failed delivery.
+type action struct {
+	kind  actionKind
+	delay time.Duration // actionRetry
+	cause string        // actionDeadLetter: dlqPermanent or dlqMaxDeliver
+}
+
+// decide maps the handler error of failed attempt n (1 for the first
+// delivery whose handlers failed, see countAttempt) to what happens next,
+// in one place: a Permanent or malformed-envelope error is dead-lettered
+// at once; on attempt MaxDeliver or later any error is dead-lettered; a
+// RetryAfter error is retried after its delay; any other error after
+// redeliveryDelay(n).
+func decide(err error, n uint64, cfg RouterConfig, rand func() float64) action {
+	switch {
+	case IsPermanent(err):
+		return action{kind: actionDeadLetter, cause: dlqPermanent}
+	case n >= uint64(cfg.MaxDeliver):
+		return action{kind: actionDeadLetter, cause: dlqMaxDeliver}
+	}
+	if d, ok := retryAfterDelay(err); ok {
+		return action{kind: actionRetry, delay: d}
+	}
+	return action{kind: actionRetry, delay: redeliveryDelay(n, cfg, rand)}
+}
+
 // retryJitter is the share of a redelivery delay that is randomised, up
 // or down: 0.25 spreads a delay of 4s over [3s, 5s).
 const retryJitter = 0.25

@@ -1,6 +1,9 @@
 package events
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -63,5 +66,43 @@ func TestRedeliveryDelayBounds(t *testing.T) {
 			}
 			prevLow = low
 		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	cfg, err := RouterConfig{Consumer: "c", MaxDeliver: 5, RetryBase: time.Second, RetryMax: time.Minute}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := func() float64 { return 0.5 }
+	boom := errors.New("boom")
+	tests := []struct {
+		name string
+		err  error
+		n    uint64
+		want action
+	}{
+		{"error on the first attempt", boom, 1, action{kind: actionRetry, delay: time.Second}},
+		{"error on the third attempt", boom, 3, action{kind: actionRetry, delay: 4 * time.Second}},
+		{"error on the last attempt", boom, 5, action{kind: actionDeadLetter, cause: dlqMaxDeliver}},
+		{"error past the last attempt", boom, 9, action{kind: actionDeadLetter, cause: dlqMaxDeliver}},
+		{"permanent", Permanent(boom), 1, action{kind: actionDeadLetter, cause: dlqPermanent}},
+		{"wrapped permanent", fmt.Errorf("fulfil: %w", Permanent(boom)), 1, action{kind: actionDeadLetter, cause: dlqPermanent}},
+		{"permanent on the last attempt", Permanent(boom), 5, action{kind: actionDeadLetter, cause: dlqPermanent}},
+		{"malformed resource", fmt.Errorf("%w: resource", ErrMalformedEnvelope), 2, action{kind: actionDeadLetter, cause: dlqPermanent}},
+		{"retry after", RetryAfter(7*time.Second, boom), 1, action{kind: actionRetry, delay: 7 * time.Second}},
+		{"retry after on the last attempt", RetryAfter(7*time.Second, boom), 5, action{kind: actionDeadLetter, cause: dlqMaxDeliver}},
+		{"retry after around permanent", RetryAfter(time.Second, Permanent(boom)), 1, action{kind: actionDeadLetter, cause: dlqPermanent}},
+		{"handler timeout", context.DeadlineExceeded, 1, action{kind: actionRetry, delay: time.Second}},
+		{"cancelled by a lost lock", fmt.Errorf("x: %w", context.Canceled), 2, action{kind: actionRetry, delay: 2 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := decide(tt.err, tt.n, cfg, half); got != tt.want {
+				t.Errorf("decide(%v, %d) = %+v, want %+v", tt.err, tt.n, got, tt.want)
+			}
+		})
 	}
 }

@@ -159,6 +159,53 @@ func TestRouterSeveralHandlers(t *testing.T) {
 	}
 }
 
+// One pattern registered with several handlers runs them all, in the
+// order given, before the handlers of later patterns; a failure of any of
+// them retries the whole chain, and the event is done only when all
+// succeeded.
+func TestRouterHandlersOfOnePattern(t *testing.T) {
+	e := newRTEnv(t)
+	reg := prometheus.NewRegistry()
+	cfg := testRouterConfig("billing")
+	cfg.Registerer = reg
+	r := e.newRouter(cfg, nil)
+	var mu sync.Mutex
+	var order []string
+	failed := false
+	step := func(name string, failOnce bool) Handler {
+		return HandlerFunc(func(ctx context.Context, ev Envelope) error {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, name)
+			if failOnce && !failed {
+				failed = true
+				return errors.New("first try fails")
+			}
+			return nil
+		})
+	}
+	if err := r.Register("wxpay.*.transaction.success", step("a", false), step("b", true), step("c", false)); err != nil {
+		t.Fatal(err)
+	}
+	r.Handle(Pattern(testMchA, AnyEventType), step("d", false))
+	e.start(r)
+	e.publish(rtEnvelope(testMchA, "4200000001"), "a")
+	rtWait(t, 20*time.Second, "the event settled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) == 6 && e.settled("billing")
+	})
+	mu.Lock()
+	got := fmt.Sprint(order)
+	mu.Unlock()
+	if want := fmt.Sprint([]string{"a", "b", "a", "b", "c", "d"}); got != want {
+		t.Errorf("handler calls %s, want %s (one pattern's handlers in order, all again on a retry)", got, want)
+	}
+	if got := metricValue(t, reg, "wxpay_worker_processed_total", map[string]string{"consumer": "billing"}); got != 1 {
+		t.Errorf("processed = %v, want 1", got)
+	}
+}
+
 func TestRouterPermanentError(t *testing.T) {
 	e := newRTEnv(t)
 	logs := &logBuffer{}

@@ -1,0 +1,35 @@
+package config
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+)
+
+// EnsureStreams creates or updates the streams WXPAY and WXPAY_DLQ the way
+// every command does: it retries while NATS cannot answer (it may still be
+// starting), logging each failed try as an error naming NATS_URL, until it
+// works or ctx ends; it logs each way an existing stream is weaker than cfg
+// as a warning, and success at info. A configuration the server refuses is
+// logged naming the STREAM_* settings and returned; the end of ctx is
+// returned without a log line.
+func EnsureStreams(ctx context.Context, js jetstream.StreamManager, cfg events.StreamConfig, log zerolog.Logger) error {
+	warnings, err := events.EnsureStreamsRetry(ctx, js, cfg, func(err error, d time.Duration) {
+		log.Error().Err(err).Dur("retry_in", d).Str("check", "NATS_URL and that JetStream is enabled").Msg("cannot ensure streams")
+	})
+	for _, w := range warnings {
+		log.Warn().Str("stream_warning", w).Msg("stream is weaker than configured")
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error().Err(err).Str("check", "STREAM_REPLICAS, STREAM_DUPLICATE_WINDOW, STREAM_MAX_AGE").Msg("streams not ensured")
+		}
+		return err
+	}
+	log.Info().Msg("streams " + events.StreamName + " and " + events.DLQStreamName + " ready")
+	return nil
+}
