@@ -148,7 +148,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	// Timeouts and header limit: ingress.ServerConfig's defaults.
 	srv := ingress.NewServer(h, ingress.ServerConfig{MaxConnections: *s.maxConnections})
-	adminSrv, adminAddr, err := admin.Listen(s.common.AdminAddr, admin.Handler(reg, srv.Ready, streamsReady.Check, admin.NATSReady(nc, js, events.StreamName)))
+	adminSrv, adminAddr, err := admin.Listen(s.common.AdminAddr, admin.Handler(reg, srv.Ready, h.CanVerify, streamsReady.Check, admin.NATSReady(nc, js, events.StreamName)))
 	if err != nil {
 		return err
 	}

@@ -404,3 +404,32 @@ func TestRunServerLimits(t *testing.T) {
 		t.Fatal("the notification in flight got no answer")
 	}
 }
+
+// /readyz is 503, naming the merchant, while a merchant has no key to
+// verify notifications with: in certificate mode with the WeChat Pay API
+// unreachable, no platform certificate is ever held.
+func TestRunNotReadyWithoutVerificationKey(t *testing.T) {
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
+	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
+	nt := testenv.StartNATS(t)
+	env := merchantEnv(t, srv, m) // then without the public key: certificate mode
+	delete(env, "WXPAY_PUBLIC_KEY_FILE")
+	delete(env, "WXPAY_PUBLIC_KEY_ID")
+	env["WXPAY_API_BASE"] = "http://127.0.0.1:1" // unreachable: the download fails
+	env["NATS_URL"] = nt.URL
+	_, cancel, done, out, _, adminAddr := startRun(t, env)
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// Once NATS and the streams are ready, only the merchant keeps it not ready.
+	var code int
+	var body string
+	eventually(t, 20*time.Second, "NATS and the streams ready", func() bool {
+		code, body = get(t, "http://"+adminAddr+"/readyz")
+		return code == 200 || !strings.Contains(body, "NATS") && !strings.Contains(body, "stream")
+	})
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, m.MchID) || !strings.Contains(body, "platform certificate") {
+		t.Fatalf("readyz with no key to verify with: %d %q, want 503 naming merchant %s\n%s", code, body, m.MchID, out)
+	}
+}

@@ -75,8 +75,10 @@ type Config struct {
 	AnswerDeadline time.Duration
 	// MaxBodyBytes defaults to DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// MaxInFlight bounds the notifications handled at once; one more is
-	// answered 503 at once (WeChat retries) instead of holding memory.
+	// MaxInFlight bounds the notifications handled at once once their body
+	// is read (verification, decryption, the publish); one more is answered
+	// 503 at once (WeChat retries) instead of holding memory. Reading bodies
+	// takes no slot: the connection limit and the read timeout bound it.
 	// Default DefaultMaxInFlight.
 	MaxInFlight int
 	// Logger receives one line per request; default none.
@@ -203,15 +205,7 @@ func validMchID(s string) bool {
 
 func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 	start := h.cfg.Now()
-	var res result
-	select {
-	case h.slots <- struct{}{}:
-		res = h.handleInFlight(w, r)
-	default:
-		// Answered before the body is read: the point is to hold nothing.
-		res = result{format: "v3", mchid: r.PathValue("mchid")}.fail(outBusy,
-			fmt.Errorf("%d notifications in flight already (MAX_IN_FLIGHT): answer WeChat to retry", h.cfg.MaxInFlight))
-	}
+	res := h.handle(w, r)
 	message := untrusted.Truncate(res.message, maxMessageBytes)
 	if res.format == "v2" {
 		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
@@ -238,18 +232,12 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 	h.logResult(r, res, h.cfg.Now().Sub(start))
 }
 
-// handleInFlight is handle in the slot serveNotify took.
-func (h *Handler) handleInFlight(w http.ResponseWriter, r *http.Request) result {
-	h.metrics.inFlight.Inc()
-	defer func() {
-		h.metrics.inFlight.Dec()
-		<-h.slots
-	}()
-	return h.handle(w, r)
-}
-
 func (h *Handler) handle(w http.ResponseWriter, r *http.Request) result {
 	res := result{format: "v3", mchid: r.PathValue("mchid")}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		// Answered before the body is read: no need to wait for it.
+		return res.fail(outTooLarge, fmt.Errorf("body over %d bytes (Content-Length %d)", h.cfg.MaxBodyBytes, r.ContentLength))
+	}
 	buf := bodies.Get()
 	defer bodies.Put(buf)
 	readStart := h.cfg.Now()
@@ -271,6 +259,25 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request) result {
 		}
 		return res.failErr(fmt.Errorf("%w: reading the body: %v", wxpay.ErrMalformed, err))
 	}
+	// The slot is taken once the body is in: a slow upload holds none
+	// (MAX_CONNECTIONS and the server's read timeout bound the readers),
+	// and MAX_IN_FLIGHT bounds the work that follows.
+	select {
+	case h.slots <- struct{}{}:
+	default:
+		return res.fail(outBusy, fmt.Errorf("%d notifications in flight already (MAX_IN_FLIGHT): answer WeChat to retry", h.cfg.MaxInFlight))
+	}
+	h.metrics.inFlight.Inc()
+	defer func() {
+		h.metrics.inFlight.Dec()
+		<-h.slots
+	}()
+	return h.process(r, body, res)
+}
+
+// process verifies, decrypts and publishes the body read by handle, in the
+// slot it took.
+func (h *Handler) process(r *http.Request, body []byte, res result) result {
 	// The deadline starts once the body is in, and ignores the client's
 	// hang-up: an event being published when WeChat gives up is better
 	// stored (its retry is then answered as a duplicate) than abandoned
@@ -293,6 +300,7 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request) result {
 		}
 	}
 	var env events.Envelope
+	var err error
 	if res.format == "v2" {
 		env, err = h.parseV2(ctx, m, body, &res)
 	} else {
@@ -414,7 +422,8 @@ func (h *Handler) parseV2(_ context.Context, m *Merchant, body []byte, res *resu
 var bodies = bufpool.New(4<<10, 16<<10)
 
 func (res result) fail(o *outcome, err error) result {
-	res.outcome, res.status, res.err, res.message = o, o.statusOf(err), err, err.Error()
+	res.outcome, res.status, res.err = o, o.statusOf(err), err
+	res.message = o.messageOf(res.status, err)
 	return res
 }
 
@@ -447,6 +456,21 @@ func (h *Handler) logResult(r *http.Request, res result, d time.Duration) {
 		ev.Str(zerolog.ErrorFieldName, untrusted.Truncate(res.err.Error(), maxMessageBytes))
 	}
 	ev.Msg("notification")
+}
+
+// CanVerify is a readiness check for the admin listener: it fails, naming
+// each merchant, while a merchant has no key to verify notifications with
+// (no WeChat Pay public key configured and no valid platform certificate
+// held), since every notification for it would then be refused.
+func (h *Handler) CanVerify(context.Context) error {
+	var errs []error
+	for _, id := range h.MerchantIDs() {
+		if len(h.merchants[id].Client.KeyIDs()) == 0 {
+			errs = append(errs, fmt.Errorf("merchant %s has no key to verify notifications with: no WeChat Pay public key configured and no valid platform certificate held "+
+				"(check the platform certificate download: outbound HTTPS to the WeChat Pay API, WXPAY_PRIVATE_KEY_FILE and WXPAY_CERT_SERIAL_NO; or configure WXPAY_PUBLIC_KEY_FILE and WXPAY_PUBLIC_KEY_ID)", id))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // MerchantIDs lists the configured merchants, sorted.

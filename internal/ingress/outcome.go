@@ -14,6 +14,11 @@ import (
 // wxpay_ingress_requests_total and of the log line, the HTTP status WeChat
 // is answered, the level of the log line and what the operator should
 // check (logged as "check" when not empty).
+//
+// The answer's message is the error's own text when the status is 4xx
+// (what was wrong with the request), and a fixed text naming the class
+// when it is 5xx (a failure here): WeChat, or whoever posts, never learns
+// internal addresses or a dependency's error, which the log line keeps.
 type outcome struct {
 	// err is the class of errors the outcome answers (matched with
 	// errors.Is, in the order of classes); nil for outcomes the handler
@@ -25,6 +30,24 @@ type outcome struct {
 	status int
 	level  zerolog.Level
 	check  string
+	// answer is the fixed message of a 5xx answer; empty means
+	// internalAnswer.
+	answer string
+}
+
+// internalAnswer is the message of a 5xx answer of an outcome without its
+// own.
+const internalAnswer = "internal error, retry later"
+
+// messageOf is the message WeChat is answered for err with status.
+func (o *outcome) messageOf(status int, err error) string {
+	switch {
+	case status < http.StatusInternalServerError:
+		return err.Error()
+	case o.answer != "":
+		return o.answer
+	}
+	return internalAnswer
 }
 
 // statusOf is the HTTP status of o for err.
@@ -39,10 +62,10 @@ func (o *outcome) statusOf(err error) int {
 var (
 	outOK            = &outcome{label: "ok", status: http.StatusOK, level: zerolog.InfoLevel}
 	outDuplicate     = &outcome{label: "duplicate", status: http.StatusOK, level: zerolog.InfoLevel}
-	outBusy          = &outcome{label: "busy", status: http.StatusServiceUnavailable, level: zerolog.WarnLevel}
+	outBusy          = &outcome{label: "busy", status: http.StatusServiceUnavailable, level: zerolog.WarnLevel, answer: "too many notifications in flight (MAX_IN_FLIGHT), retry later"}
 	outTooLarge      = &outcome{label: "too_large", status: http.StatusRequestEntityTooLarge, level: zerolog.WarnLevel}
 	outSlowUpload    = &outcome{label: "slow_upload", status: http.StatusRequestTimeout, level: zerolog.WarnLevel}
-	outPublishFailed = &outcome{label: "publish_failed", status: http.StatusServiceUnavailable, level: zerolog.ErrorLevel}
+	outPublishFailed = &outcome{label: "publish_failed", status: http.StatusServiceUnavailable, level: zerolog.ErrorLevel, answer: "event not stored, retry later"}
 	// outInternal answers an error of no class below.
 	outInternal = &outcome{label: "internal_error", level: zerolog.ErrorLevel}
 )
@@ -59,17 +82,19 @@ var classes = []*outcome{
 	// Anyone can post <xml> here; a real v2 notification is retried by
 	// WeChat and shows in the metric.
 	{err: errV2NotConfigured, label: "v2_not_configured", status: http.StatusInternalServerError, level: zerolog.WarnLevel,
-		check: "WXPAY_APIV2_KEY of this merchant, if it still receives v2 notifications"},
-	{err: wxpay.ErrInvalidConfig, label: "config_error", status: http.StatusInternalServerError, level: zerolog.ErrorLevel},
+		check: "WXPAY_APIV2_KEY of this merchant, if it still receives v2 notifications", answer: "v2 notifications are not configured for this merchant (WXPAY_APIV2_KEY)"},
+	{err: wxpay.ErrInvalidConfig, label: "config_error", status: http.StatusInternalServerError, level: zerolog.ErrorLevel,
+		answer: "configuration error, retry later"},
 	{err: wxpay.ErrSignatureProbe, label: "signature_probe", level: zerolog.WarnLevel},
 	{err: wxpay.ErrBadSignature, label: "bad_signature", level: zerolog.WarnLevel},
 	{err: wxpay.ErrTimestampSkew, label: "stale_timestamp", level: zerolog.WarnLevel,
 		check: "this server's clock (NTP)"},
 	{err: wxpay.ErrCertificateRefresh, label: "cert_refresh_failed", level: zerolog.ErrorLevel,
-		check: "outbound HTTPS to the WeChat Pay API and the merchant key/serial"},
+		check: "outbound HTTPS to the WeChat Pay API and the merchant key/serial", answer: "certificate refresh failed, retry later"},
 	{err: wxpay.ErrUnknownSerial, label: "unknown_serial", level: zerolog.WarnLevel},
 	{err: wxpay.ErrDecrypt, label: "decrypt_failed", level: zerolog.ErrorLevel,
-		check: "the APIv3 key configured for this merchant: the notification is authentic but does not decrypt"},
+		check:  "the APIv3 key configured for this merchant: the notification is authentic but does not decrypt",
+		answer: "notification does not decrypt (check the APIv3 key)"},
 	{err: wxpay.ErrMissingHeader, label: "missing_header", level: zerolog.WarnLevel},
 	{err: wxpay.ErrMalformed, label: "malformed", level: zerolog.WarnLevel},
 	{err: events.ErrMalformedEnvelope, label: "malformed", status: http.StatusBadRequest, level: zerolog.WarnLevel},

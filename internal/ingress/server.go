@@ -30,6 +30,10 @@ const (
 	// DefaultMaxHeaderBytes bounds the request line and headers: WeChat's
 	// are well under 2 KiB.
 	DefaultMaxHeaderBytes = 16 << 10
+	// DefaultMaxRefusing bounds the refusals in progress (see
+	// limitListener): a connection beyond MaxConnections while that many
+	// are being answered is closed at once, without an answer.
+	DefaultMaxRefusing = 64
 	// DefaultMaxConnections bounds the open connections of the public
 	// listener.
 	DefaultMaxConnections = 4096
@@ -45,13 +49,21 @@ type ServerConfig struct {
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
-	MaxHeaderBytes    int
+	// MaxHeaderBytes bounds the request line and headers together, in
+	// bytes (never less than 4097: see headerSlack).
+	MaxHeaderBytes int
 	// MaxConnections: a connection beyond it is answered 503 and closed
 	// at once.
 	MaxConnections int
 	// ShutdownTimeout bounds Run's wait for the requests in flight.
 	ShutdownTimeout time.Duration
 }
+
+// headerSlack is what net/http reads beyond http.Server.MaxHeaderBytes
+// before it answers 431: it allows 4096 bytes more for its read buffer. The
+// server's MaxHeaderBytes is set that much lower, so that the limit on the
+// request line and headers is ServerConfig.MaxHeaderBytes itself.
+const headerSlack = 4096
 
 // positiveOr sets *p to def unless it is positive: the zero value of a
 // setting means its default.
@@ -86,7 +98,8 @@ func NewServer(h *Handler, cfg ServerConfig) *Server {
 			ReadTimeout:       cfg.ReadTimeout,
 			WriteTimeout:      cfg.WriteTimeout,
 			IdleTimeout:       cfg.IdleTimeout,
-			MaxHeaderBytes:    cfg.MaxHeaderBytes,
+			// Minus net/http's slack (at least 1: 0 means its default, 1 MiB).
+			MaxHeaderBytes: max(cfg.MaxHeaderBytes-headerSlack, 1),
 		},
 		maxConns:        cfg.MaxConnections,
 		shutdownTimeout: cfg.ShutdownTimeout,
@@ -131,17 +144,23 @@ func (s *Server) Ready(context.Context) error {
 // Serve accepts connections on ln, at most MaxConnections at once, until
 // Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.Server.Serve(&limitListener{Listener: ln, max: int64(s.maxConns), refused: s.h.metrics.refusedConns.Inc})
+	return s.Server.Serve(&limitListener{
+		Listener: ln, max: int64(s.maxConns), refused: s.h.metrics.refusedConns.Inc,
+		refusing: make(chan struct{}, DefaultMaxRefusing),
+	})
 }
 
 // limitListener answers a connection beyond max with a 503 and closes it,
 // so that a flood of connections (slow senders among them) holds a bounded
-// amount of memory.
+// amount of memory: at most cap(refusing) refusals are in progress at once,
+// each a goroutine with a small buffer for at most refuseTimeout twice; a
+// connection beyond those is closed at once, without an answer.
 type limitListener struct {
 	net.Listener
-	max     int64
-	open    atomic.Int64
-	refused func()
+	max      int64
+	open     atomic.Int64
+	refused  func()
+	refusing chan struct{} // one per refusal in progress
 }
 
 // busyAnswer is written, whole, to a connection beyond the limit.
@@ -160,32 +179,54 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if l.open.Add(1) > l.max {
 			l.open.Add(-1)
 			l.refused()
-			go refuse(c)
+			select {
+			case l.refusing <- struct{}{}:
+				go func() {
+					defer func() { <-l.refusing }()
+					refuse(c)
+				}()
+			default:
+				c.Close()
+			}
 			continue
 		}
 		return &limitedConn{Conn: c, release: func() { l.open.Add(-1) }}, nil
 	}
 }
 
+// refuseTimeout bounds each of the two reads of refuse.
+const refuseTimeout = 500 * time.Millisecond
+
+// maxRefusedHead bounds what refuse reads of a request's head.
+const maxRefusedHead = 16 << 10
+
+// headEnd ends a request's head.
+const headEnd = "\r\n\r\n"
+
 // refuse answers 503 and closes c. It first reads the request's head (for
-// a second and 16 KiB at most), so that the answer comes as the answer to
-// a request rather than unsolicited, which an HTTP client may drop as a
-// broken connection; then it reads what else the client sent (a second at
-// most) so that the close does not reset the connection before the client
-// has read the answer.
+// refuseTimeout and maxRefusedHead bytes at most, through a small buffer,
+// keeping only the last 3 bytes read to find "\r\n\r\n" across reads), so
+// that the answer comes as the answer to a request rather than
+// unsolicited, which an HTTP client may drop as a broken connection; then
+// it reads what else the client sent (refuseTimeout at most) so that the
+// close does not reset the connection before the client has read the
+// answer.
 func refuse(c net.Conn) {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	var head [16 << 10]byte
-	n := 0
-	for n < len(head) && !bytes.Contains(head[:n], []byte("\r\n\r\n")) {
-		m, err := c.Read(head[n:])
-		n += m
-		if err != nil {
+	c.SetDeadline(time.Now().Add(refuseTimeout))
+	// buf holds the last 3 bytes read, then what the next read brings.
+	var buf [len(headEnd) - 1 + 512]byte
+	kept := 0
+	for read := 0; read < maxRefusedHead; {
+		m, err := c.Read(buf[kept:])
+		read += m
+		n := kept + m
+		if bytes.Contains(buf[:n], []byte(headEnd)) || err != nil {
 			break
 		}
+		kept = copy(buf[:], buf[max(n-(len(headEnd)-1), 0):n])
 	}
-	c.SetDeadline(time.Now().Add(time.Second))
+	c.SetDeadline(time.Now().Add(refuseTimeout))
 	if _, err := c.Write(busyAnswer); err != nil {
 		return
 	}
@@ -193,7 +234,7 @@ func refuse(c net.Conn) {
 		tc.CloseWrite()
 	}
 	for {
-		if _, err := c.Read(head[:]); err != nil {
+		if _, err := c.Read(buf[:]); err != nil {
 			return
 		}
 	}
