@@ -77,17 +77,17 @@ func (c *Client) ParseNotification(ctx context.Context, header http.Header, body
 	}
 	r := &n.Resource
 	if r.Algorithm != AlgorithmAEADAES256GCM {
-		return nil, fmt.Errorf("%w: resource algorithm %q is not %s", ErrMalformed, r.Algorithm, AlgorithmAEADAES256GCM)
+		return nil, fmt.Errorf("%w: resource algorithm %s is not %s", ErrMalformed, quoted(r.Algorithm), AlgorithmAEADAES256GCM)
 	}
 	plain, err := openGCM(c.aeads, r.Nonce, r.AssociatedData, r.Ciphertext)
 	if err != nil {
-		return nil, fmt.Errorf("notification %s: %w", n.ID, err)
+		return nil, fmt.Errorf("notification %s: %w", quoted(n.ID), err)
 	}
 	// The plaintext is authenticated twice over (signature and GCM tag), so
 	// only its shape is checked here; the typed decoders (and any
 	// json.Marshal of it as a json.RawMessage) validate it fully.
 	if !looksLikeObject(plain) {
-		return nil, fmt.Errorf("%w: notification %s: decrypted resource is not a JSON object", ErrMalformed, n.ID)
+		return nil, fmt.Errorf("%w: notification %s: decrypted resource is not a JSON object", ErrMalformed, quoted(n.ID))
 	}
 	n.Plaintext = plain
 	return n, nil
@@ -103,7 +103,7 @@ func looksLikeObject(b []byte) bool {
 func (n *Notification) Transaction() (*Transaction, error) {
 	var t Transaction
 	if err := json.Unmarshal(n.Plaintext, &t); err != nil {
-		return nil, fmt.Errorf("%w: notification %s: resource is not a transaction: %v", ErrMalformed, n.ID, err)
+		return nil, fmt.Errorf("%w: notification %s: resource is not a transaction: %v", ErrMalformed, quoted(n.ID), err)
 	}
 	return &t, nil
 }
@@ -113,7 +113,7 @@ func (n *Notification) Transaction() (*Transaction, error) {
 func (n *Notification) Refund() (*RefundNotice, error) {
 	var r RefundNotice
 	if err := json.Unmarshal(n.Plaintext, &r); err != nil {
-		return nil, fmt.Errorf("%w: notification %s: resource is not a refund: %v", ErrMalformed, n.ID, err)
+		return nil, fmt.Errorf("%w: notification %s: resource is not a refund: %v", ErrMalformed, quoted(n.ID), err)
 	}
 	return &r, nil
 }
@@ -192,7 +192,7 @@ func NotifyHandler(c *Client, fn func(ctx context.Context, n *Notification) erro
 		n, err := c.ParseNotification(r.Context(), r.Header, body)
 		if err == nil {
 			if ferr := fn(r.Context(), n); ferr != nil {
-				err = fmt.Errorf("wxpay: notification %s not accepted by the handler: %w", n.ID, ferr)
+				err = fmt.Errorf("wxpay: notification %s not accepted by the handler: %w", quoted(n.ID), ferr)
 			}
 		}
 		WriteNotificationAnswer(w, err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Header names of a signed WeChat Pay message (a response or a notification).
@@ -66,7 +67,7 @@ func ReadSignedHeaders(h http.Header) (SignedHeaders, error) {
 		return s, err
 	}
 	if t := headerValue(h, HeaderSignatureType); t != "" && t != SignatureTypeRSA {
-		return s, fmt.Errorf("%w: unsupported %s %q (only %s is supported)", ErrMalformed, HeaderSignatureType, t, SignatureTypeRSA)
+		return s, fmt.Errorf("%w: unsupported %s %s (only %s is supported)", ErrMalformed, HeaderSignatureType, quoted(t), SignatureTypeRSA)
 	}
 	return s, nil
 }
@@ -77,6 +78,32 @@ func requireHeader(h http.Header, name string) (string, error) {
 		return "", fmt.Errorf("%w: %s", ErrMissingHeader, name)
 	}
 	return v, nil
+}
+
+// maxQuoted bounds what an error quotes of a value the sender chose (a
+// header or a field of the body): enough for a whole certificate serial (40
+// hex digits) or public key id (PUB_KEY_ID_ and some 34 digits).
+const maxQuoted = 48
+
+// quoted returns v quoted for an error message. A value longer than
+// maxQuoted bytes, or whose quoted form is longer than maxQuoted+2
+// characters (an escaped byte takes four), is cut at a character boundary
+// and followed by its length in bytes.
+func quoted(v string) string {
+	cut := min(len(v), maxQuoted)
+	for {
+		for cut > 0 && cut < len(v) && !utf8.RuneStart(v[cut]) {
+			cut--
+		}
+		q := strconv.Quote(v[:cut])
+		if len(q) <= maxQuoted+2 {
+			if cut == len(v) {
+				return q
+			}
+			return fmt.Sprintf("%s… (%d bytes)", q, len(v))
+		}
+		cut--
+	}
 }
 
 // headerValue reads a header whatever the casing of the map's keys.
@@ -174,7 +201,7 @@ func verifyWithKey(key *rsa.PublicKey, h SignedHeaders, body []byte) error {
 	}
 	digest := messageDigest(h.Timestamp, h.Nonce, body)
 	if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], sig[:n]); err != nil {
-		return fmt.Errorf("%w: with key %s", ErrBadSignature, h.Serial)
+		return fmt.Errorf("%w: with key %s", ErrBadSignature, quoted(h.Serial))
 	}
 	return nil
 }
@@ -198,9 +225,13 @@ func checkTimestamp(ts string, now time.Time, window time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s is not a decimal number of seconds", ErrMalformed, HeaderTimestamp)
 	}
-	d := now.Sub(time.Unix(sec, 0))
+	d := time.Unix(sec, 0).Sub(now) // positive: the timestamp is ahead of our clock
 	if d > window || d < -window {
-		return fmt.Errorf("%w: %s is %s from our clock (allowed %s)", ErrTimestampSkew, HeaderTimestamp, d.Round(time.Second), window)
+		dir := "ahead of"
+		if d < 0 {
+			d, dir = now.Sub(time.Unix(sec, 0)), "behind" // saturates: never negative
+		}
+		return fmt.Errorf("%w: %s is %s %s our clock (allowed %s either way)", ErrTimestampSkew, HeaderTimestamp, d.Round(time.Second), dir, window)
 	}
 	return nil
 }
@@ -251,18 +282,18 @@ func (c *Client) lookupKey(ctx context.Context, serial string) (*platformKey, er
 	}
 	if IsPublicKeyID(serial) {
 		if c.cfg.PublicKeyID == "" {
-			return nil, fmt.Errorf("%w: %s names a WeChat Pay public key but none is configured (set the public key and its id)", ErrUnknownSerial, serial)
+			return nil, fmt.Errorf("%w: %s names a WeChat Pay public key but none is configured (set the public key and its id)", ErrUnknownSerial, quoted(serial))
 		}
-		return nil, fmt.Errorf("%w: %s is not the configured public key id %s", ErrUnknownSerial, serial, c.cfg.PublicKeyID)
+		return nil, fmt.Errorf("%w: %s is not the configured public key id %s", ErrUnknownSerial, quoted(serial), c.cfg.PublicKeyID)
 	}
 	if c.certs == nil {
-		return nil, fmt.Errorf("%w: %s names no configured platform certificate (and certificate download is off)", ErrUnknownSerial, serial)
+		return nil, fmt.Errorf("%w: %s names no configured platform certificate (and certificate download is off)", ErrUnknownSerial, quoted(serial))
 	}
 	if err := c.certs.refreshForUnknown(ctx); err != nil {
-		return nil, fmt.Errorf("%w: serial %s is unknown and %w", ErrCertificateRefresh, serial, err)
+		return nil, fmt.Errorf("%w: serial %s is unknown and %w", ErrCertificateRefresh, quoted(serial), err)
 	}
 	if k := c.keys.get(serial); k != nil && k.validAt(now) {
 		return k, nil
 	}
-	return nil, fmt.Errorf("%w: %s is not among the platform certificates (after a refresh)", ErrUnknownSerial, serial)
+	return nil, fmt.Errorf("%w: %s is not among the platform certificates (after a refresh)", ErrUnknownSerial, quoted(serial))
 }
