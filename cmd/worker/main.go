@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -80,6 +81,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	fs.Var(handlerList, "handler", "built-in handler to run: "+strings.Join(handlers.Names(), ", ")+"; repeat the flag or separate with commas for several, run in that order (env WORKER_HANDLERS)")
 	concurrency := config.Int(fs, getenv, "concurrency", "WORKER_CONCURRENCY", events.DefaultConcurrency, "events handled at once by this process")
 	ackWait := config.Duration(fs, getenv, "ack-wait", "WORKER_ACK_WAIT", events.DefaultAckWait, "JetStream ack wait (also the Redis lock TTL)")
+	handlerTimeout := config.Duration(fs, getenv, "handler-timeout", "WORKER_HANDLER_TIMEOUT", 0, "how long the handlers of one delivery may run, less than the ack wait; FORWARD_TIMEOUT must be shorter (default 4/5 of the ack wait)")
 	maxDeliver := config.Int(fs, getenv, "max-deliver", "WORKER_MAX_DELIVER", events.DefaultMaxDeliver, "failed handler attempts before an event is dead-lettered (deliveries that ran no handler do not count)")
 	retryBase := config.Duration(fs, getenv, "retry-base", "WORKER_RETRY_BASE", events.DefaultRetryBase, "first redelivery delay (doubles per delivery)")
 	retryMax := config.Duration(fs, getenv, "retry-max", "WORKER_RETRY_MAX", events.DefaultRetryMax, "longest redelivery delay")
@@ -105,6 +107,19 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	if err := handlers.CheckNames(names); err != nil {
 		problems = append(problems, fmt.Errorf("WORKER_HANDLERS: %w", err))
+	}
+	if *handlerTimeout == 0 {
+		*handlerTimeout = events.DefaultHandlerTimeout(*ackWait)
+	}
+	// The router ends the handlers' context after the handler timeout: a
+	// forward call allowed longer would be cut on every attempt while the
+	// receiver goes on to complete it.
+	fwdTimeout := *forwardTimeout
+	if fwdTimeout <= 0 {
+		fwdTimeout = handlers.DefaultForwardTimeout // what the handler uses then
+	}
+	if slices.Contains(names, "forward") && fwdTimeout >= *handlerTimeout {
+		problems = append(problems, fmt.Errorf("FORWARD_TIMEOUT (--forward-timeout) %v is not shorter than the handler timeout %v (WORKER_HANDLER_TIMEOUT, --handler-timeout; default 4/5 of WORKER_ACK_WAIT), which would cut every forward call: lower FORWARD_TIMEOUT, or raise WORKER_HANDLER_TIMEOUT (and WORKER_ACK_WAIT, which must stay above it)", fwdTimeout, *handlerTimeout))
 	}
 	if err := errors.Join(problems...); err != nil {
 		return usageErr(err)
@@ -145,17 +160,18 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	defer nc.Close()
 	reg := admin.NewRegistry()
 	r, err := events.NewRouter(js, rdb, events.RouterConfig{
-		Consumer:    *consumer,
-		Subjects:    config.SplitList(*subjects),
-		AckWait:     *ackWait,
-		MaxDeliver:  *maxDeliver,
-		Concurrency: *concurrency,
-		RetryBase:   *retryBase,
-		RetryMax:    *retryMax,
-		DoneTTL:     *doneTTL,
-		KeyPrefix:   *keyPrefix,
-		Logger:      log,
-		Registerer:  reg,
+		Consumer:       *consumer,
+		Subjects:       config.SplitList(*subjects),
+		AckWait:        *ackWait,
+		HandlerTimeout: *handlerTimeout,
+		MaxDeliver:     *maxDeliver,
+		Concurrency:    *concurrency,
+		RetryBase:      *retryBase,
+		RetryMax:       *retryMax,
+		DoneTTL:        *doneTTL,
+		KeyPrefix:      *keyPrefix,
+		Logger:         log,
+		Registerer:     reg,
 	})
 	if err != nil {
 		return usageErr(err)

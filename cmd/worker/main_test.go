@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -68,7 +69,7 @@ func TestWorkerForwardTrackerAndDLQ(t *testing.T) {
 		"NATS_URL": nt.URL, "REDIS_URL": rs.URL, "ADMIN_ADDR": "127.0.0.1:0",
 		"WORKER_CONSUMER": "fulfilment", "WORKER_SUBJECTS": "wxpay.*.transaction.success",
 		"WORKER_HANDLERS": "log,tracker,forward", "FORWARD_URL": recv.URL, "FORWARD_SECRET": secret,
-		"WORKER_RETRY_BASE": "20ms", "WORKER_ACK_WAIT": "2s",
+		"WORKER_RETRY_BASE": "20ms", "WORKER_ACK_WAIT": "2s", "FORWARD_TIMEOUT": "1s",
 	}
 	getenv := func(k string) string { return env[k] }
 	wctx, stop := context.WithCancel(ctx)
@@ -185,12 +186,119 @@ func TestWorkerConfigErrors(t *testing.T) {
 		{"forward without secret", map[string]string{"WORKER_CONSUMER": "t", "WORKER_HANDLERS": "forward", "FORWARD_URL": "http://x"}, "FORWARD_SECRET"},
 		{"bad ack wait", map[string]string{"WORKER_CONSUMER": "t", "WORKER_ACK_WAIT": "long"}, "WORKER_ACK_WAIT"},
 		{"bad redis url", map[string]string{"WORKER_CONSUMER": "t", "REDIS_URL": "http://x"}, "REDIS_URL"},
+		{"bad handler timeout", map[string]string{"WORKER_CONSUMER": "t", "WORKER_HANDLER_TIMEOUT": "long", "NATS_URL": "nats://127.0.0.1:1", "REDIS_URL": "redis://127.0.0.1:1"}, "WORKER_HANDLER_TIMEOUT"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := run(context.Background(), nil, func(k string) string { return tc.env[k] }, io.Discard, nil)
 			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want a usage error naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// A forward call allowed as long as the handlers of a delivery, or longer,
+// would be cut on every attempt while the receiver completes it: the worker
+// refuses to start, naming both settings and what to raise.
+func TestWorkerForwardTimeoutWithinHandlerTimeout(t *testing.T) {
+	forward := map[string]string{"WORKER_CONSUMER": "t", "WORKER_HANDLERS": "log,forward",
+		"FORWARD_URL": "http://127.0.0.1:1/hook", "FORWARD_SECRET": "0123456789abcdef0123", "NATS_URL": "nats://127.0.0.1:1", "REDIS_URL": "redis://127.0.0.1:1"}
+	with := func(kv ...string) map[string]string {
+		env := maps.Clone(forward)
+		for i := 0; i < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return env
+	}
+	refused := []struct {
+		name string
+		env  map[string]string
+		args []string
+	}{
+		{"ack wait 3s, forward timeout by default (10s)", with("WORKER_ACK_WAIT", "3s"), nil},
+		{"forward timeout over the default handler timeout", with("WORKER_ACK_WAIT", "3s", "FORWARD_TIMEOUT", "8s"), nil},
+		{"forward timeout equal to the handler timeout", with("WORKER_ACK_WAIT", "10s", "WORKER_HANDLER_TIMEOUT", "5s", "FORWARD_TIMEOUT", "5s"), nil},
+		{"forward timeout 0 means its default", with("WORKER_ACK_WAIT", "10s", "FORWARD_TIMEOUT", "0s"), nil},
+		{"flags", with("WORKER_ACK_WAIT", "10s"), []string{"--handler-timeout", "5s", "--forward-timeout", "6s"}},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			// Bounded, so that a worker that accepted the timeouts gives up
+			// on the missing NATS server instead of waiting for it.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			err := run(ctx, tc.args, func(k string) string { return tc.env[k] }, io.Discard, nil)
+			if !errors.Is(err, errUsage) {
+				t.Fatalf("got %v, want a usage error", err)
+			}
+			for _, want := range []string{"FORWARD_TIMEOUT", "WORKER_HANDLER_TIMEOUT", "WORKER_ACK_WAIT", "raise"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %s", err, want)
+				}
+			}
+		})
+	}
+	// Accepted: the check passes and the worker goes on to connect to
+	// NATS, which is not there. A log-only worker has no forward timeout.
+	accepted := []struct {
+		name string
+		env  map[string]string
+	}{
+		{"defaults", with()},
+		{"forward timeout under the default handler timeout", with("WORKER_ACK_WAIT", "3s", "FORWARD_TIMEOUT", "2s")},
+		{"handler timeout raised", with("WORKER_ACK_WAIT", "10s", "WORKER_HANDLER_TIMEOUT", "9500ms", "FORWARD_TIMEOUT", "9s")},
+		{"no forward handler", with("WORKER_HANDLERS", "log", "WORKER_ACK_WAIT", "3s")},
+	}
+	for _, tc := range accepted {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			err := run(ctx, nil, func(k string) string { return tc.env[k] }, io.Discard, nil)
+			if err != nil && strings.Contains(err.Error(), "FORWARD_TIMEOUT") {
+				t.Fatalf("got %v, want the timeouts accepted", err)
+			}
+		})
+	}
+}
+
+// WORKER_HANDLER_TIMEOUT is the router's: its start line reports it.
+func TestWorkerHandlerTimeoutReachesRouter(t *testing.T) {
+	nt := testenv.StartNATS(t)
+	rs := testenv.StartRedis(t)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want float64 // milliseconds
+	}{
+		{"set", map[string]string{"WORKER_ACK_WAIT": "2s", "WORKER_HANDLER_TIMEOUT": "1900ms"}, 1900},
+		{"default", map[string]string{"WORKER_ACK_WAIT": "2s"}, 1600},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"NATS_URL": nt.URL, "REDIS_URL": rs.URL, "ADMIN_ADDR": "127.0.0.1:0",
+				"WORKER_CONSUMER": "timeouts-" + tc.name, "WORKER_HANDLERS": "log"}
+			maps.Copy(env, tc.env)
+			ctx, stop := context.WithCancel(context.Background())
+			out := &testenv.Buffer{}
+			done := make(chan error, 1)
+			go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, out, nil) }()
+			var got any
+			waitFor(t, "the worker started", func() bool {
+				for _, line := range strings.Split(out.String(), "\n") {
+					var rec map[string]any
+					if json.Unmarshal([]byte(line), &rec) == nil && rec["message"] == "worker started" {
+						got = rec["handler_timeout"]
+						return true
+					}
+				}
+				return false
+			})
+			stop()
+			if err := <-done; err != nil {
+				t.Fatalf("worker exit: %v", err)
+			}
+			if got != tc.want {
+				t.Fatalf("the router started with handler_timeout %v ms, want %v", got, tc.want)
 			}
 		})
 	}

@@ -39,7 +39,9 @@ type ForwardConfig struct {
 // other 4xx are permanent and dead-letter the event. A redirect is not
 // followed: the client would turn the POST into a GET, whose 200 would mark
 // an event done that the receiver never got. Error texts show FORWARD_URL
-// without its user info and query, which often hold credentials.
+// without its user info and query, which often hold credentials, and say
+// what happened, not whether it is retried: the router decides that, and
+// the last attempt's text is the dead letter's reason.
 type Forward struct {
 	cfg ForwardConfig
 }
@@ -88,7 +90,7 @@ func (f *Forward) HandleEvent(ctx context.Context, ev events.Envelope) error {
 	req.Header.Set(webhook.HeaderSignature, webhook.Sign(f.cfg.Secret, ts, body))
 	resp, err := f.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("forward: %w (will retry)", redactErr(err))
+		return fmt.Errorf("forward: %w", redactErr(err))
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
@@ -108,13 +110,13 @@ func classify(resp *http.Response, snippet []byte, now time.Time) error {
 		}
 		return events.Permanent(fmt.Errorf("forward: receiver redirected with %d to %s; the event was not delivered: set FORWARD_URL to the final address", code, to))
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
-		err := fmt.Errorf("forward: receiver answered %d: %.200q (will retry)", code, snippet)
+		err := fmt.Errorf("forward: receiver answered %d: %.200q", code, snippet)
 		if d, ok := retryAfter(resp.Header.Get("Retry-After"), now); ok {
 			return events.RetryAfter(d, err)
 		}
 		return err
 	case code == http.StatusRequestTimeout || code >= 500:
-		return fmt.Errorf("forward: receiver answered %d: %.200q (will retry)", code, snippet)
+		return fmt.Errorf("forward: receiver answered %d: %.200q", code, snippet)
 	default:
 		return events.Permanent(fmt.Errorf("forward: receiver refused the event with %d: %.200q", code, snippet))
 	}

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 	"github.com/wxpay-notify/wxpay-notify/pkg/webhook"
 )
@@ -281,6 +284,120 @@ func TestNewForwardRejectsBadConfig(t *testing.T) {
 	} {
 		if _, err := NewForward(cfg); err == nil {
 			t.Fatalf("accepted URL %q with a %d-byte secret", cfg.URL, len(cfg.Secret))
+		}
+	}
+}
+
+// A retryable error's text becomes the dead letter's reason
+// (Wxpay-Dlq-Reason, `worker dlq list`) when the last attempt fails, so it
+// says what happened and not what happens next: whether the event is
+// retried is the router's decision, and its log line says so.
+func TestRetryableErrorsDoNotPromiseARetry(t *testing.T) {
+	ev := envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T1"}`)
+	check := func(t *testing.T, err error) {
+		t.Helper()
+		if err == nil || events.IsPermanent(err) {
+			t.Fatalf("got %v, want a retryable error", err)
+		}
+		if strings.Contains(strings.ToLower(err.Error()), "will retry") {
+			t.Errorf("error text %q says it will be retried, which the router decides", err)
+		}
+	}
+	for _, tc := range []struct {
+		code       int
+		retryAfter string
+	}{{408, ""}, {429, ""}, {429, "0"}, {500, ""}, {503, "5"}} {
+		t.Run(strconv.Itoa(tc.code)+" "+tc.retryAfter, func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+				if tc.retryAfter != "" {
+					w.Header().Set("Retry-After", tc.retryAfter)
+				}
+				w.WriteHeader(tc.code)
+			})
+			check(t, newForward(t, ForwardConfig{URL: rc.URL}).HandleEvent(ctx, ev))
+		})
+	}
+	t.Run("connection refused", func(t *testing.T) {
+		gone := httptest.NewServer(http.NotFoundHandler())
+		gone.Close()
+		check(t, newForward(t, ForwardConfig{URL: gone.URL}).HandleEvent(ctx, ev))
+	})
+	t.Run("tracker: redis down", func(t *testing.T) {
+		down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+		defer down.Close()
+		check(t, NewTracker(down, TrackerConfig{}).HandleEvent(ctx, envelope("ORDER.CREATED", `{"out_trade_no":"T1"}`)))
+	})
+}
+
+// A receiver answering 429 with "Retry-After: 0" on every attempt does not
+// use up the event's attempts within moments: each retry waits at least the
+// router's backoff.
+func TestForwardRetryAfterZeroKeepsBackoff(t *testing.T) {
+	const maxDeliver, retryBase = 3, 300 * time.Millisecond
+	var mu sync.Mutex
+	var posts []time.Time
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		posts = append(posts, time.Now())
+		mu.Unlock()
+		w.Header().Set("Retry-After", "0")
+		w.WriteHeader(http.StatusTooManyRequests)
+	})
+	f := newForward(t, ForwardConfig{URL: rc.URL, Now: time.Now})
+
+	tctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	ns := testenv.StartNATS(t)
+	_, js := testenv.Connect(t, ns.URL)
+	if _, err := events.EnsureStreams(tctx, js, events.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	opt, err := redis.ParseURL(testenv.StartRedis(t).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	r, err := events.NewRouter(js, rdb, events.RouterConfig{
+		Consumer: "forward", AckWait: 5 * time.Second, MaxDeliver: maxDeliver,
+		RetryBase: retryBase, RetryMax: retryBase,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Handle("wxpay.>", f)
+	runCtx, stop := context.WithCancel(tctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() {
+		stop()
+		<-done
+	}()
+	ev := envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T1"}`)
+	if _, err := events.NewPublisher(js, events.PublisherConfig{}).Publish(tctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		dls, err := events.ListDeadLetters(tctx, js, events.DLQFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dls) > 0 {
+			break
+		}
+		if tctx.Err() != nil {
+			t.Fatal("the event was not dead-lettered")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(posts) != maxDeliver {
+		t.Fatalf("the receiver got %d POSTs, want %d", len(posts), maxDeliver)
+	}
+	for i := 1; i < len(posts); i++ {
+		if gap := posts[i].Sub(posts[i-1]); gap < retryBase*3/4 {
+			t.Errorf("attempt %d came %v after the previous one, want at least the backoff %v", i+1, gap, retryBase)
 		}
 	}
 }

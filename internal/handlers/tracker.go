@@ -129,7 +129,7 @@ func eventTime(s string, ev events.Envelope) (time.Time, error) {
 
 func wrapRedis(err error) error {
 	if err != nil {
-		return fmt.Errorf("tracker: redis: %w (will retry)", err)
+		return fmt.Errorf("tracker: redis: %w", err)
 	}
 	return nil
 }

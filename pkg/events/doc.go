@@ -99,10 +99,10 @@
 //
 // What a handler's error means is decided in one place: nil marks the
 // event done and acknowledges it; Permanent(err) (or an ErrMalformedEnvelope
-// error) dead-letters it at once; RetryAfter(d, err) delivers it again
-// after d; any other error delivers it again after an exponential backoff
-// from RouterConfig.RetryBase (1s) doubling to RetryMax (5m), with ±25%
-// jitter (NakWithDelay). The error of attempt RouterConfig.MaxDeliver (10)
+// error) dead-letters it at once; any other error delivers it again after
+// an exponential backoff from RouterConfig.RetryBase (1s) doubling to
+// RetryMax (5m), with ±25% jitter (NakWithDelay); RetryAfter(d, err)
+// delivers it again after d instead when d is longer than that backoff. The error of attempt RouterConfig.MaxDeliver (10)
 // dead-letters the event. The JetStream consumer itself has no delivery
 // limit: the router enforces MaxDeliver, so JetStream never stops
 // delivering an event without a dead letter. Only deliveries whose

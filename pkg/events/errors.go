@@ -80,9 +80,10 @@ func IsPermanent(err error) bool {
 }
 
 // RetryAfterError is a handler error that asks for the next attempt after
-// a given delay instead of the router's exponential backoff, for example
-// when a downstream API answered "rate limited" (FREQUENCY_LIMITED) or
-// sent Retry-After. Build it with RetryAfter.
+// a given delay, for example when a downstream API answered "rate limited"
+// (FREQUENCY_LIMITED) or sent Retry-After. The router waits for that delay
+// or for its exponential backoff, whichever is longer: a short request such
+// as "Retry-After: 0" never hastens a retry. Build it with RetryAfter.
 type RetryAfterError struct {
 	// Delay is how long to wait before the event is delivered again.
 	Delay time.Duration
@@ -102,7 +103,8 @@ func (e *RetryAfterError) Error() string {
 func (e *RetryAfterError) Unwrap() error { return e.Err }
 
 // RetryAfter returns an error that asks the router to deliver the event
-// again after d (a negative d counts as 0). It is never nil, even when err
+// again after d (a negative d counts as 0), or after its usual backoff
+// when that is longer. It is never nil, even when err
 // is, so a handler can return RetryAfter(d, nil) to be called again later.
 //
 // The delivery still counts: on the last allowed delivery

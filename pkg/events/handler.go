@@ -31,9 +31,9 @@ import (
 //   - The error it returns decides what happens to the event. nil: done
 //     (once every matching handler returned nil). Permanent(err), or an
 //     ErrMalformedEnvelope error such as DecodeResource returns: the event
-//     goes to the dead letters at once. RetryAfter(d, err): delivered again
-//     after d. Any other error: delivered again after an exponential
-//     backoff, and dead-lettered on the last allowed attempt
+//     goes to the dead letters at once. Any other error: delivered again
+//     after an exponential backoff (or after d for RetryAfter(d, err), when
+//     d is longer than that backoff), and dead-lettered on the last allowed attempt
 //     (RouterConfig.MaxDeliver). A panic counts as an ordinary error.
 //
 // The context carries a zerolog logger with the event's subject,

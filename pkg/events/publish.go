@@ -75,7 +75,8 @@ type Published struct {
 //
 // An envelope that fails Validate returns an error wrapping
 // ErrMalformedEnvelope and is not sent. Every other failure wraps ErrPublish
-// together with its cause. An acknowledgement from a stream other than
+// together with its cause; when the connection is not connected to NATS,
+// the error says so. An acknowledgement from a stream other than
 // StreamName (the subject is captured by a stream it should not be) is an
 // ErrPublish error too, since consumers of WXPAY would never see the event.
 func (p *Publisher) Publish(ctx context.Context, env Envelope) (Published, error) {
@@ -132,9 +133,28 @@ func (p *Publisher) Publish(ctx context.Context, env Envelope) (Published, error
 			wait = backoff.Stop // no time left to wait and try again
 		}
 		if !retryablePublish(ctx, err) || wait == backoff.Stop || !sleepCtx(ctx, wait) {
-			return Published{}, fmt.Errorf("%w: %s on %s: %w", ErrPublish, env.DedupeKey, subject, err)
+			return Published{}, fmt.Errorf("%w: %s on %s: %w", ErrPublish, env.DedupeKey, subject, p.explain(err))
 		}
 	}
+}
+
+// explain returns the error of a failed publish, saying that NATS is not
+// connected when that is the cause. A connection that never reached its
+// server (nats.RetryOnFailedConnect) knows no server features, so nats.go
+// refuses a message with headers as "headers not supported by this
+// server", which sends the operator looking at the server version instead
+// of at NATS_URL.
+func (p *Publisher) explain(err error) error {
+	notConnected := errors.Is(err, nats.ErrHeadersNotSupported)
+	if c, ok := p.js.(interface{ Conn() *nats.Conn }); ok {
+		if nc := c.Conn(); nc != nil && !nc.IsConnected() {
+			notConnected = true
+		}
+	}
+	if notConnected {
+		return fmt.Errorf("NATS is not connected (check NATS_URL and that the NATS server is up and reachable): %w", err)
+	}
+	return err
 }
 
 // publishOpts leaves the retries to Publish's own loop, bounded by its

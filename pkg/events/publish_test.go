@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -209,6 +211,9 @@ func TestPublishServerDown(t *testing.T) {
 			if !errors.Is(err, ErrPublish) || !errors.Is(err, tt.wantCause) {
 				t.Errorf("got %+v, error %v; want an error wrapping %v and %v", got, err, ErrPublish, tt.wantCause)
 			}
+			if err != nil && !strings.Contains(err.Error(), notConnectedText) {
+				t.Errorf("error %q does not say %q", err, notConnectedText)
+			}
 			if errors.Is(err, ErrMalformedEnvelope) {
 				t.Errorf("error %v wraps %v, want it not to", err, ErrMalformedEnvelope)
 			}
@@ -222,6 +227,40 @@ func TestPublishServerDown(t *testing.T) {
 				t.Errorf("the caller's deadline ended Publish, want its Timeout %v to", timeout)
 			}
 		})
+	}
+}
+
+// notConnectedText is what a publish error says when NATS is not connected.
+const notConnectedText = "NATS is not connected (check NATS_URL"
+
+// TestPublishNATSNeverReached: a connection that never reached its server
+// (NATS_URL points at nothing; the commands connect with
+// RetryOnFailedConnect) fails the publish with an error that says NATS is
+// not connected, not that the server lacks header support.
+func TestPublishNATSNeverReached(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "nats://" + ln.Addr().String()
+	ln.Close() // nothing listens there any more
+	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(js, PublisherConfig{Timeout: 500 * time.Millisecond})
+	_, err = p.Publish(testContext(t, time.Minute), validEnvelope())
+	if !errors.Is(err, ErrPublish) || !errors.Is(err, nats.ErrHeadersNotSupported) {
+		t.Fatalf("got error %v, want one wrapping %v and the original %v", err, ErrPublish, nats.ErrHeadersNotSupported)
+	}
+	if !strings.Contains(err.Error(), notConnectedText) {
+		t.Errorf("error %q does not say %q", err, notConnectedText)
 	}
 }
 

@@ -25,9 +25,11 @@ type action struct {
 // decide maps the handler error of failed attempt n (1 for the first
 // delivery whose handlers failed, see countAttempt) to what happens next,
 // in one place: a Permanent or malformed-envelope error is dead-lettered
-// at once; on attempt MaxDeliver or later any error is dead-lettered; a
-// RetryAfter error is retried after its delay; any other error after
-// redeliveryDelay(n).
+// at once; on attempt MaxDeliver or later any error is dead-lettered; any
+// other error is retried after redeliveryDelay(n), or after the delay a
+// RetryAfter error asks for when that is longer. A requested delay never
+// shortens the backoff: a receiver answering "Retry-After: 0" would
+// otherwise use up every attempt within seconds.
 func decide(err error, n uint64, cfg RouterConfig, rand func() float64) action {
 	switch {
 	case IsPermanent(err):
@@ -35,10 +37,11 @@ func decide(err error, n uint64, cfg RouterConfig, rand func() float64) action {
 	case n >= uint64(cfg.MaxDeliver):
 		return action{kind: actionDeadLetter, cause: dlqMaxDeliver}
 	}
+	delay := redeliveryDelay(n, cfg, rand)
 	if d, ok := retryAfterDelay(err); ok {
-		return action{kind: actionRetry, delay: d}
+		delay = max(d, delay)
 	}
-	return action{kind: actionRetry, delay: redeliveryDelay(n, cfg, rand)}
+	return action{kind: actionRetry, delay: delay}
 }
 
 // retryJitter is the share of a redelivery delay that is randomised, up

@@ -235,7 +235,7 @@ func (r *Router) Run(ctx context.Context) error {
 	r.setConsumerErr(nil)
 	r.setActive(true)
 	r.log.Info().Str("stream", StreamName).Strs("subjects", filters).Int("concurrency", r.cfg.Concurrency).
-		Dur("ack_wait", r.cfg.AckWait).Int("max_deliver", r.cfg.MaxDeliver).Msg("worker started")
+		Dur("ack_wait", r.cfg.AckWait).Dur("handler_timeout", r.cfg.HandlerTimeout).Int("max_deliver", r.cfg.MaxDeliver).Msg("worker started")
 
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, r.cfg.Concurrency)

@@ -86,7 +86,9 @@ type RouterConfig struct {
 
 	// HandlerTimeout bounds the handlers of one delivery (their ctx ends
 	// then) and is what shutdown grants running handlers to finish. It
-	// must be less than AckWait. Default AckWait*4/5.
+	// must be less than AckWait. A handler's own timeouts (such as the
+	// forward handler's) must be shorter, or every attempt is cut here.
+	// Default DefaultHandlerTimeout(AckWait), AckWait*4/5.
 	HandlerTimeout time.Duration
 
 	// RetryBase is the redelivery delay after a first failed delivery; it
@@ -117,6 +119,16 @@ type RouterConfig struct {
 	Registerer prometheus.Registerer
 }
 
+// DefaultHandlerTimeout returns the RouterConfig.HandlerTimeout default
+// for an ack wait (the AckWait default when ackWait is 0): four fifths of
+// it.
+func DefaultHandlerTimeout(ackWait time.Duration) time.Duration {
+	if ackWait == 0 {
+		ackWait = DefaultAckWait
+	}
+	return ackWait * 4 / 5
+}
+
 // withDefaults returns cfg with its defaults filled in, or what is wrong
 // with it.
 func (cfg RouterConfig) withDefaults() (RouterConfig, error) {
@@ -142,7 +154,7 @@ func (cfg RouterConfig) withDefaults() (RouterConfig, error) {
 	setDefault(&cfg.MaxDeliver, DefaultMaxDeliver)
 	setDefault(&cfg.MaxAckPending, DefaultMaxAckPending)
 	setDefault(&cfg.Concurrency, DefaultConcurrency)
-	setDefault(&cfg.HandlerTimeout, cfg.AckWait*4/5)
+	setDefault(&cfg.HandlerTimeout, DefaultHandlerTimeout(cfg.AckWait))
 	setDefault(&cfg.RetryBase, DefaultRetryBase)
 	setDefault(&cfg.RetryMax, DefaultRetryMax)
 	setDefault(&cfg.DoneTTL, DefaultDoneTTL)
