@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
 )
 
 func newLogger(w io.Writer) zerolog.Logger { return zerolog.New(zerolog.SyncWriter(w)) }
@@ -13,24 +15,7 @@ func newLogger(w io.Writer) zerolog.Logger { return zerolog.New(zerolog.SyncWrit
 // counterValue sums the counter name over the series whose label has value.
 func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					sum += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return sum
+	return testenv.CounterSum(t, reg, name, label, value)
 }
 
 // seriesValue is the value of the counter name with exactly these labels

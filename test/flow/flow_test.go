@@ -487,24 +487,7 @@ func postXML(ctx context.Context, url string, body []byte) (status int, answer s
 // counter sums the counter name over the series whose label has value.
 func counter(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
 	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					sum += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return sum
+	return testenv.CounterSum(t, g, name, label, value)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
