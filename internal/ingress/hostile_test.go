@@ -228,32 +228,40 @@ func TestUntrustedValuesBounded(t *testing.T) {
 
 	// Whatever a dependency puts in an error, the answer and the log line
 	// stay bounded.
-	t.Run("900 KB error text", func(t *testing.T) {
-		logs := &bytes.Buffer{}
-		h, err := ingress.NewHandler([]ingress.Merchant{{MchID: f.m.MchID, Client: wxpayClient(t, f)}},
-			longErrPublisher{text: hugeText}, ingress.Config{Logger: newLogger(logs), Registerer: prometheus.NewRegistry()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, f.notification(t, "HUGE3", wxpaytest.NotificationOptions{}).Request("/notify/1230000109"))
-		if rec.Code != http.StatusServiceUnavailable {
-			t.Fatalf("got %d, want 503: %.300s", rec.Code, rec.Body)
-		}
-		if rec.Body.Len() > 1<<10 {
-			t.Fatalf("answer of %d bytes: %.200s…", rec.Body.Len(), rec.Body)
-		}
-		if logs.Len() > 2<<10 {
-			t.Fatalf("log line of %d bytes: %.300s…", logs.Len(), logs)
-		}
-	})
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status int
+	}{
+		{"900 KB publish error", errors.New("publish not acknowledged: " + hugeText), http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &bytes.Buffer{}
+			h, err := ingress.NewHandler([]ingress.Merchant{{MchID: f.m.MchID, Client: wxpayClient(t, f)}},
+				failingPublisher{err: tc.err}, ingress.Config{Logger: newLogger(logs), Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, f.notification(t, "HUGE3", wxpaytest.NotificationOptions{}).Request("/notify/1230000109"))
+			if rec.Code != tc.status {
+				t.Fatalf("got %d, want %d: %.300s", rec.Code, tc.status, rec.Body)
+			}
+			if rec.Body.Len() > 1<<10 {
+				t.Fatalf("answer of %d bytes: %.200s…", rec.Body.Len(), rec.Body)
+			}
+			if logs.Len() > 2<<10 {
+				t.Fatalf("log line of %d bytes: %.300s…", logs.Len(), logs)
+			}
+		})
+	}
 }
 
-// longErrPublisher fails every publish with a long error text.
-type longErrPublisher struct{ text string }
+// failingPublisher fails every publish with err.
+type failingPublisher struct{ err error }
 
-func (p longErrPublisher) Publish(context.Context, events.Envelope) (events.Published, error) {
-	return events.Published{}, errors.New("publish not acknowledged: " + p.text)
+func (p failingPublisher) Publish(context.Context, events.Envelope) (events.Published, error) {
+	return events.Published{}, p.err
 }
 
 func wxpayClient(t *testing.T, f *fixture) *wxpay.Client {

@@ -206,6 +206,17 @@ func validMchID(s string) bool {
 func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 	start := h.cfg.Now()
 	res := h.handle(w, r)
+	writeAnswer(w, res)
+	eventType := res.eventType
+	if eventType == "" {
+		eventType = "unknown"
+	}
+	h.metrics.requests.WithLabelValues(res.outcome.label, eventType, res.format).Inc()
+	h.logResult(r, res, h.cfg.Now().Sub(start))
+}
+
+// writeAnswer writes res's answer in its format, the message bounded.
+func writeAnswer(w http.ResponseWriter, res result) {
 	message := untrusted.Truncate(res.message, maxMessageBytes)
 	if res.format == "v2" {
 		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
@@ -224,12 +235,6 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 			w.Write(b)
 		}
 	}
-	eventType := res.eventType
-	if eventType == "" {
-		eventType = "unknown"
-	}
-	h.metrics.requests.WithLabelValues(res.outcome.label, eventType, res.format).Inc()
-	h.logResult(r, res, h.cfg.Now().Sub(start))
 }
 
 func (h *Handler) handle(w http.ResponseWriter, r *http.Request) result {

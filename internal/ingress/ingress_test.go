@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -222,6 +223,14 @@ func TestStatusTable(t *testing.T) {
 		}, 404, "/notify/{mchid}"},
 		{"body over 64 KiB", "", func() *http.Request {
 			return httptest.NewRequest("POST", "/notify/1230000109", strings.NewReader(`{"id":"`+strings.Repeat("x", 64<<10)+`"}`))
+		}, 413, "over"},
+		{"body over 64 KiB without a Content-Length", "", func() *http.Request {
+			// A reader of unknown length: the request carries no Content-Length.
+			r := httptest.NewRequest("POST", "/notify/1230000109", io.MultiReader(strings.NewReader(`{"id":"`+strings.Repeat("x", 64<<10)+`"}`)))
+			if r.ContentLength > 0 {
+				t.Fatalf("the request declares %d bytes", r.ContentLength)
+			}
+			return r
 		}, 413, "over"},
 		{"wrong APIv3 key: authentic but undecryptable", "", func() *http.Request {
 			return f.notification(t, "H", wxpaytest.NotificationOptions{APIv3Key: "someOtherAPIv3Key000000000000032"}).Request("/notify/1230000109")
