@@ -76,11 +76,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		listen:          config.ListenAddr(fs, getenv),
 		merchants:       config.RegisterMerchants(fs, getenv),
 		publishTimeout:  config.Duration(fs, getenv, "publish-timeout", "PUBLISH_TIMEOUT", events.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement"),
-		answerDeadline:  config.Duration(fs, getenv, "answer-deadline", "ANSWER_DEADLINE", ingress.DefaultAnswerDeadline, "budget for all work on one notification (WeChat allows 3-5 s)"),
+		answerDeadline:  config.Duration(fs, getenv, "answer-deadline", "ANSWER_DEADLINE", ingress.DefaultAnswerDeadline, "budget for all work on one notification once its body is in (WeChat allows 3-5 s)"),
 		replicas:        config.Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams (3 in production)"),
 		duplicateWindow: config.Duration(fs, getenv, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", events.DefaultDuplicateWindow, "JetStream duplicate window of WXPAY"),
 		maxAge:          config.Duration(fs, getenv, "stream-max-age", "STREAM_MAX_AGE", events.DefaultMaxAge, "how long WXPAY keeps events"),
-		maxInFlight:     config.Int(fs, getenv, "max-in-flight", "MAX_IN_FLIGHT", ingress.DefaultMaxInFlight, "most notifications handled at once; more are answered 503 (WeChat retries)"),
+		maxInFlight:     config.Int(fs, getenv, "max-in-flight", "MAX_IN_FLIGHT", ingress.DefaultMaxInFlight, "most notifications verified and published at once (after their body is read); more are answered 503 (WeChat retries)"),
 		maxConnections:  config.Int(fs, getenv, "max-connections", "MAX_CONNECTIONS", ingress.DefaultMaxConnections, "most open connections on the public listener; more are answered 503 and closed"),
 	}
 	if err := fs.Parse(args); err != nil {
