@@ -103,6 +103,11 @@ type Server struct {
 	now  func() time.Time
 	ca   *ca
 	mux  *http.ServeMux
+	// orders holds the orders and refunds of the order and refund
+	// endpoints (orders.go).
+	orders *book
+	// routes maps each HandleAPI pattern to its current function.
+	routes map[string]APIFunc
 
 	mu             sync.Mutex
 	certs          []*PlatformKey // newest last
@@ -147,6 +152,7 @@ func NewServer(t TB, opts Options) *Server {
 		now:       opts.Now,
 		merchants: make(map[string]*Merchant),
 		requests:  make(map[string]int),
+		routes:    make(map[string]APIFunc),
 		mux:       http.NewServeMux(),
 	}
 	if s.now == nil {
@@ -171,6 +177,8 @@ func NewServer(t TB, opts Options) *Server {
 		s.pub = &PlatformKey{ID: s.opts.PublicKeyID, PrivateKey: pooledKey(slotPublicKey)}
 	}
 	s.HandleAPI("GET /v3/certificates", s.serveCertificates)
+	s.orders = newBook()
+	s.registerOrderRoutes()
 	s.ts = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	if t != nil {
 		t.Cleanup(s.Close)
@@ -408,13 +416,24 @@ type APIFunc func(c *Call) (status int, body any)
 
 // HandleAPI registers a route (a Go 1.22 ServeMux pattern such as
 // "GET /v3/pay/transactions/id/{id}"). The server authenticates the
-// merchant before fn runs and signs what fn answers.
+// merchant before fn runs and signs what fn answers. Registering a
+// pattern again replaces its function, so a test can override one of the
+// fake's own endpoints (the order and refund routes, say) to answer what
+// it needs.
 func (s *Server) HandleAPI(pattern string, fn APIFunc) {
+	s.mu.Lock()
+	_, known := s.routes[pattern]
+	s.routes[pattern] = fn
+	s.mu.Unlock()
+	if known {
+		return
+	}
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		call := r.Context().Value(callKey{}).(*Call)
 		call.Request = r
 		s.mu.Lock()
 		s.requests[pattern]++
+		fn := s.routes[pattern]
 		s.mu.Unlock()
 		status, body := fn(call)
 		s.answer(w, call.Serial, status, body)
