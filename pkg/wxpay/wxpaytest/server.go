@@ -106,6 +106,8 @@ type Server struct {
 	// orders holds the orders and refunds of the order and refund
 	// endpoints (orders.go).
 	orders *book
+	// bills is the bill desk (bills.go).
+	bills *Bills
 	// routes maps each HandleAPI pattern to its current function.
 	routes map[string]APIFunc
 
@@ -179,6 +181,7 @@ func NewServer(t TB, opts Options) *Server {
 	s.HandleAPI("GET /v3/certificates", s.serveCertificates)
 	s.orders = newBook()
 	s.registerOrderRoutes()
+	s.registerBillRoutes()
 	s.ts = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	if t != nil {
 		t.Cleanup(s.Close)
