@@ -1,0 +1,460 @@
+// Package reconcile is the reconciler's work: it queries WeChat Pay for the
+// orders and refunds the tracker still holds as pending, publishes what the
+// notifications missed (same subject and dedupe_key as the notification,
+// source "reconciler"), closes expired unpaid orders and drops what is too
+// old to matter.
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wxpay-notify/wxpay-notify/internal/tracking"
+	"github.com/wxpay-notify/wxpay-notify/pkg/events"
+	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
+)
+
+// Defaults of Config (DESIGN "Reconciler contract").
+const (
+	DefaultStaleAfter  = 5 * time.Minute
+	DefaultExpireAfter = 2 * time.Hour
+	DefaultMaxAge      = 192 * time.Hour
+	DefaultRate        = 20
+	DefaultBackoffBase = time.Second
+	DefaultBackoffMax  = 30 * time.Second
+	DefaultMaxAttempts = 5
+)
+
+// Merchant is one configured merchant and its client.
+type Merchant struct {
+	MchID  string
+	Client *wxpay.Client
+}
+
+// Publisher publishes an envelope and returns once JetStream acknowledged
+// it (*events.Publisher).
+type Publisher interface {
+	Publish(ctx context.Context, env events.Envelope) (events.Published, error)
+}
+
+// Config configures a Reconciler; zero fields take the defaults.
+type Config struct {
+	// StaleAfter: pending entries younger than this are left alone.
+	StaleAfter time.Duration
+	// ExpireAfter: an unpaid order older than this is closed; an order
+	// WeChat does not know older than this is removed.
+	ExpireAfter time.Duration
+	// MaxAge: entries older than this are queried one last time, then
+	// dropped.
+	MaxAge time.Duration
+	// Rate is the most API calls per second, over all merchants.
+	Rate float64
+	// BackoffBase and BackoffMax bound the exponential backoff after a
+	// rate-limit or other retryable answer; MaxAttempts is the most API
+	// calls one item may make in a run.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	MaxAttempts int
+	// Now is the clock; default time.Now.
+	Now    func() time.Time
+	Logger zerolog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = DefaultStaleAfter
+	}
+	if c.ExpireAfter <= 0 {
+		c.ExpireAfter = DefaultExpireAfter
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.Rate <= 0 {
+		c.Rate = DefaultRate
+	}
+	if c.BackoffBase <= 0 {
+		c.BackoffBase = DefaultBackoffBase
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = DefaultBackoffMax
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Summary counts what a run did.
+type Summary struct {
+	// Queried counts items queried (an item counts once, whatever its
+	// retries).
+	Queried int `json:"queried"`
+	// Published counts acknowledged events by event type.
+	Published map[string]int `json:"published"`
+	// Closed counts orders this run closed.
+	Closed int `json:"closed"`
+	// Dropped counts items taken out of the pending sets without an event
+	// (max age, or unknown to WeChat after expire-after).
+	Dropped int `json:"dropped"`
+	// StillPending counts queried items left pending.
+	StillPending int `json:"still_pending"`
+	// Skipped counts pending items not queried: partner-mode merchants
+	// (the pending sets do not keep the sub_mchid a partner query needs).
+	Skipped int `json:"skipped"`
+	// Errors counts items (or merchants) that failed: an answer that did
+	// not verify, rate limiting past MaxAttempts, Redis or NATS failures.
+	Errors int `json:"errors"`
+}
+
+// Clean reports whether the run had no errors (exit status 0).
+func (s Summary) Clean() bool { return s.Errors == 0 }
+
+// String is the one-line summary.
+func (s Summary) String() string {
+	kinds := make([]string, 0, len(s.Published))
+	total := 0
+	for k, n := range s.Published {
+		kinds = append(kinds, fmt.Sprintf("%s=%d", strings.ToLower(k), n))
+		total += n
+	}
+	sort.Strings(kinds)
+	by := ""
+	if len(kinds) > 0 {
+		by = " (" + strings.Join(kinds, " ") + ")"
+	}
+	return fmt.Sprintf("queried %d, published %d%s, closed %d, dropped %d, still pending %d, skipped %d, errors %d",
+		s.Queried, total, by, s.Closed, s.Dropped, s.StillPending, s.Skipped, s.Errors)
+}
+
+// Reconciler runs the orders step. Build it with New; Orders may be called
+// again (every run is safe to repeat).
+type Reconciler struct {
+	merchants []Merchant
+	store     *tracking.Store
+	pub       Publisher
+	cfg       Config
+	log       zerolog.Logger
+	limit     *limiter
+}
+
+// New returns a Reconciler over the merchants' pending sets in store,
+// publishing through pub.
+func New(merchants []Merchant, store *tracking.Store, pub Publisher, cfg Config) *Reconciler {
+	cfg.defaults()
+	return &Reconciler{merchants: merchants, store: store, pub: pub, cfg: cfg, log: cfg.Logger,
+		limit: newLimiter(cfg.Rate)}
+}
+
+// Orders queries every pending order and refund older than StaleAfter of
+// every merchant and acts on the answer (DESIGN "Reconciler contract").
+// Item failures are counted in the Summary and the run goes on; the
+// returned error is only ctx's, when the run was stopped between items.
+func (r *Reconciler) Orders(ctx context.Context) (Summary, error) {
+	s := Summary{Published: map[string]int{}}
+	for _, m := range r.merchants {
+		mlog := r.log.With().Str("mchid", m.MchID).Logger()
+		for _, kind := range []tracking.Kind{tracking.Order, tracking.Refund} {
+			if ctx.Err() != nil {
+				return s, context.Cause(ctx)
+			}
+			now := r.cfg.Now()
+			items, err := r.store.Pending(ctx, kind, m.MchID, now.Add(-r.cfg.StaleAfter))
+			if err != nil {
+				mlog.Error().Err(err).Str("kind", string(kind)).Msg("reading the pending set")
+				s.Errors++
+				continue
+			}
+			if len(items) == 0 {
+				continue
+			}
+			if m.Client.PartnerMode() {
+				mlog.Warn().Str("kind", string(kind)).Int("items", len(items)).
+					Msg("partner mode: the pending set does not keep the sub_mchid a query needs; not reconciled")
+				s.Skipped += len(items)
+				continue
+			}
+			mlog.Info().Str("kind", string(kind)).Int("items", len(items)).Msg("querying pending items")
+			for _, it := range items {
+				if ctx.Err() != nil {
+					return s, context.Cause(ctx)
+				}
+				w := &work{r: r, m: m, kind: kind, item: it, age: now.Sub(it.Created), s: &s,
+					log: mlog.With().Str(string(kind), it.ID).Stringer("age", now.Sub(it.Created).Round(time.Second)).Logger()}
+				if kind == tracking.Order {
+					w.order(ctx)
+				} else {
+					w.refund(ctx)
+				}
+			}
+		}
+	}
+	return s, nil
+}
+
+// work is one pending item in one run.
+type work struct {
+	r        *Reconciler
+	m        Merchant
+	kind     tracking.Kind
+	item     tracking.Item
+	age      time.Duration
+	attempts int
+	s        *Summary
+	log      zerolog.Logger
+}
+
+// call makes one API call through the rate limiter, retrying a retryable
+// failure (rate limit, 5xx, transport) with exponential backoff from
+// BackoffBase capped at BackoffMax, within the item's MaxAttempts.
+func (w *work) call(ctx context.Context, fn func(context.Context) error) error {
+	delay := w.r.cfg.BackoffBase
+	for {
+		if err := w.r.limit.wait(ctx); err != nil {
+			return err
+		}
+		w.attempts++
+		err := fn(ctx)
+		if err == nil || !wxpay.IsRetryable(err) {
+			return err
+		}
+		if w.attempts >= w.r.cfg.MaxAttempts {
+			return fmt.Errorf("gave up after %d attempts: %w", w.attempts, err)
+		}
+		w.log.Debug().Err(err).Dur("backoff", delay).Msg("retrying")
+		if err := sleep(ctx, delay); err != nil {
+			return err
+		}
+		delay = min(delay*2, w.r.cfg.BackoffMax)
+	}
+}
+
+// fail counts an item that stays pending because of an error.
+func (w *work) fail(err error, msg string) {
+	w.s.Errors++
+	w.log.Error().Err(err).Msg(msg + "; it stays pending")
+}
+
+// stays counts an item left pending on purpose; past MaxAge it is dropped.
+func (w *work) stays(ctx context.Context, state string) {
+	if w.age > w.r.cfg.MaxAge {
+		w.drop(ctx, fmt.Sprintf("older than the max age %v and still %s: dropped", w.r.cfg.MaxAge, state))
+		return
+	}
+	w.s.StillPending++
+}
+
+// drop takes the item out of its pending set with a warning.
+func (w *work) drop(ctx context.Context, why string) {
+	if err := w.r.store.RemovePending(ctx, w.kind, w.m.MchID, w.item.ID); err != nil {
+		w.fail(err, "removing from the pending set")
+		return
+	}
+	w.s.Dropped++
+	w.log.Warn().Msg(why)
+}
+
+// publish publishes env and, once acknowledged, takes the item out of its
+// pending set.
+func (w *work) publish(ctx context.Context, env events.Envelope) {
+	if _, err := w.r.pub.Publish(ctx, env); err != nil {
+		w.fail(err, "publishing "+env.EventType)
+		return
+	}
+	w.s.Published[env.EventType]++
+	w.log.Info().Str("event_type", env.EventType).Str("dedupe_key", env.DedupeKey).Msg("published")
+	if err := w.r.store.RemovePending(ctx, w.kind, w.m.MchID, w.item.ID); err != nil {
+		w.fail(err, "removing from the pending set (published; the next run publishes a duplicate)")
+	}
+}
+
+// verifiedIs reports whether err is WeChat's verified answer matching code.
+func verifiedIs(err, code error) bool {
+	var apiErr *wxpay.APIError
+	return errors.As(err, &apiErr) && apiErr.Verified && errors.Is(err, code)
+}
+
+func (w *work) order(ctx context.Context) {
+	w.s.Queried++
+	var tx *wxpay.Transaction
+	err := w.call(ctx, func(ctx context.Context) (err error) {
+		tx, err = w.m.Client.QueryOrderByOutTradeNo(ctx, "", w.item.ID)
+		return err
+	})
+	switch {
+	case verifiedIs(err, wxpay.ErrOrderNotExist):
+		if w.age > w.r.cfg.ExpireAfter {
+			w.drop(ctx, "WeChat does not know this order (ORDER_NOT_EXIST) and it is older than the expire-after: removed")
+			return
+		}
+		w.s.StillPending++
+		return
+	case err != nil:
+		w.fail(err, "querying the order")
+		return
+	}
+	switch tx.TradeState {
+	case wxpay.TradeStateSuccess, wxpay.TradeStateRefund:
+		if tx.TransactionID == "" {
+			w.fail(fmt.Errorf("trade_state %s without transaction_id", tx.TradeState), "querying the order")
+			return
+		}
+		// The payment happened: the notification's shape says SUCCESS.
+		tx.TradeState = wxpay.TradeStateSuccess
+		w.publishTx(ctx, tx, wxpay.EventTransactionSuccess, events.TransactionKey(tx.TransactionID), "支付成功")
+	case wxpay.TradeStateClosed:
+		w.publishTx(ctx, tx, events.EventTransactionClosed, events.OrderKey(w.m.MchID, w.item.ID, tx.TradeState), "订单已关闭")
+	case wxpay.TradeStateRevoked:
+		w.publishTx(ctx, tx, events.EventTransactionRevoked, events.OrderKey(w.m.MchID, w.item.ID, tx.TradeState), "订单已撤销")
+	case wxpay.TradeStatePayError:
+		w.publishTx(ctx, tx, events.EventTransactionPayError, events.OrderKey(w.m.MchID, w.item.ID, tx.TradeState), "支付失败")
+	case wxpay.TradeStateNotPay, wxpay.TradeStateUserPaying:
+		if w.age <= w.r.cfg.ExpireAfter {
+			w.stays(ctx, tx.TradeState)
+			return
+		}
+		err := w.call(ctx, func(ctx context.Context) error { return w.m.Client.CloseOrder(ctx, "", w.item.ID) })
+		if err != nil {
+			// ORDER_PAID: paid meanwhile; the next run publishes it.
+			w.fail(err, "closing the expired order")
+			return
+		}
+		w.s.Closed++
+		w.log.Info().Str("was", tx.TradeState).Msg("closed the expired order")
+		tx.TradeState, tx.TradeStateDesc = wxpay.TradeStateClosed, "已关闭"
+		w.publishTx(ctx, tx, events.EventTransactionClosed, events.OrderKey(w.m.MchID, w.item.ID, wxpay.TradeStateClosed), "订单已关闭")
+	default:
+		w.fail(fmt.Errorf("unknown trade_state %q", tx.TradeState), "querying the order")
+	}
+}
+
+func (w *work) publishTx(ctx context.Context, tx *wxpay.Transaction, eventType, key, summary string) {
+	res, err := json.Marshal(tx)
+	if err != nil {
+		w.fail(err, "encoding the transaction")
+		return
+	}
+	w.publish(ctx, w.envelope(eventType, key, summary, events.OriginalTypeTransaction, tx.SuccessTime, res))
+}
+
+func (w *work) refund(ctx context.Context) {
+	w.s.Queried++
+	var rf *wxpay.Refund
+	err := w.call(ctx, func(ctx context.Context) (err error) {
+		rf, err = w.m.Client.QueryRefund(ctx, "", w.item.ID)
+		return err
+	})
+	switch {
+	case verifiedIs(err, wxpay.ErrResourceNotExists):
+		if w.age > w.r.cfg.ExpireAfter {
+			w.drop(ctx, "WeChat does not know this refund (RESOURCE_NOT_EXISTS) and it is older than the expire-after: removed")
+			return
+		}
+		w.s.StillPending++
+		return
+	case err != nil:
+		w.fail(err, "querying the refund")
+		return
+	}
+	var eventType, summary string
+	switch rf.Status {
+	case wxpay.RefundStatusSuccess:
+		eventType, summary = wxpay.EventRefundSuccess, "退款成功"
+	case wxpay.RefundStatusClosed:
+		eventType, summary = wxpay.EventRefundClosed, "退款关闭"
+	case wxpay.RefundStatusAbnormal:
+		eventType, summary = wxpay.EventRefundAbnormal, "退款异常"
+	case wxpay.RefundStatusProcessing:
+		w.stays(ctx, rf.Status)
+		return
+	default:
+		w.fail(fmt.Errorf("unknown refund status %q", rf.Status), "querying the refund")
+		return
+	}
+	if rf.RefundID == "" {
+		w.fail(fmt.Errorf("refund status %s without refund_id", rf.Status), "querying the refund")
+		return
+	}
+	res, err := json.Marshal(RefundNotice(w.m.MchID, rf))
+	if err != nil {
+		w.fail(err, "encoding the refund")
+		return
+	}
+	w.publish(ctx, w.envelope(eventType, events.RefundKey(rf.RefundID, rf.Status), summary, events.OriginalTypeRefund, rf.SuccessTime, res))
+}
+
+// RefundNotice maps a query-refund answer of merchant mchid (direct mode)
+// onto the REFUND.* notification's resource: the state is refund_status.
+func RefundNotice(mchid string, rf *wxpay.Refund) wxpay.RefundNotice {
+	return wxpay.RefundNotice{MchID: mchid, OutTradeNo: rf.OutTradeNo, TransactionID: rf.TransactionID,
+		OutRefundNo: rf.OutRefundNo, RefundID: rf.RefundID, RefundStatus: rf.Status, SuccessTime: rf.SuccessTime,
+		UserReceivedAccount: rf.UserReceivedAccount, Amount: rf.Amount}
+}
+
+// envelope builds the reconciler's event: id rc-<dedupe key>, so a repeat
+// run publishes the very same event.
+func (w *work) envelope(eventType, key, summary, originalType, when string, resource []byte) events.Envelope {
+	now := w.r.cfg.Now()
+	if when == "" {
+		when = now.In(wxpay.ChinaTime()).Format(time.RFC3339)
+	}
+	return events.Envelope{
+		ID:           "rc-" + strings.ReplaceAll(key, ":", "-"),
+		DedupeKey:    key,
+		EventType:    eventType,
+		MchID:        w.m.MchID,
+		Source:       events.SourceReconciler,
+		CreateTime:   when,
+		ReceivedAt:   now,
+		Summary:      summary,
+		OriginalType: originalType,
+		Resource:     resource,
+	}
+}
+
+// limiter spaces calls 1/rate apart (a token bucket holding one token).
+type limiter struct {
+	mu       sync.Mutex
+	interval time.Duration
+	next     time.Time
+}
+
+func newLimiter(rate float64) *limiter {
+	return &limiter{interval: time.Duration(float64(time.Second) / rate)}
+}
+
+func (l *limiter) wait(ctx context.Context) error {
+	l.mu.Lock()
+	now := time.Now()
+	at := l.next
+	if at.Before(now) {
+		at = now
+	}
+	l.next = at.Add(l.interval)
+	l.mu.Unlock()
+	return sleep(ctx, time.Until(at))
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
