@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,23 +19,9 @@ import (
 )
 
 func merchantEnv(t *testing.T, srv *wxpaytest.Server, m *wxpaytest.Merchant) map[string]string {
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "apiclient_key.pem")
-	pubFile := filepath.Join(dir, "pub_key.pem")
-	os.WriteFile(keyFile, wxpaytest.PrivateKeyPEM(m.PrivateKey), 0o600)
-	os.WriteFile(pubFile, wxpaytest.PublicKeyPEM(&srv.PublicKey().PrivateKey.PublicKey), 0o600)
-	return map[string]string{
-		"WXPAY_MCHID":            m.MchID,
-		"WXPAY_APIV3_KEY":        m.APIv3Key,
-		"WXPAY_PRIVATE_KEY_FILE": keyFile,
-		"WXPAY_CERT_SERIAL_NO":   m.CertSerialNo,
-		"WXPAY_PUBLIC_KEY_FILE":  pubFile,
-		"WXPAY_PUBLIC_KEY_ID":    srv.PublicKey().ID,
-		"WXPAY_APIV2_KEY":        m.APIv2Key,
-		"WXPAY_API_BASE":         srv.URL(),
-		"LISTEN_ADDR":            "127.0.0.1:0",
-		"ADMIN_ADDR":             "127.0.0.1:0",
-	}
+	env := testenv.MerchantEnv(t, srv, m)
+	env["LISTEN_ADDR"], env["ADMIN_ADDR"] = "127.0.0.1:0", "127.0.0.1:0"
+	return env
 }
 
 // startRun runs the command with env as its environment until the

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,20 +18,7 @@ import (
 )
 
 func merchantEnv(t *testing.T, srv *wxpaytest.Server, m *wxpaytest.Merchant) map[string]string {
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "apiclient_key.pem")
-	pubFile := filepath.Join(dir, "pub_key.pem")
-	os.WriteFile(keyFile, wxpaytest.PrivateKeyPEM(m.PrivateKey), 0o600)
-	os.WriteFile(pubFile, wxpaytest.PublicKeyPEM(&srv.PublicKey().PrivateKey.PublicKey), 0o600)
-	return map[string]string{
-		"WXPAY_MCHID":            m.MchID,
-		"WXPAY_APIV3_KEY":        m.APIv3Key,
-		"WXPAY_PRIVATE_KEY_FILE": keyFile,
-		"WXPAY_CERT_SERIAL_NO":   m.CertSerialNo,
-		"WXPAY_PUBLIC_KEY_FILE":  pubFile,
-		"WXPAY_PUBLIC_KEY_ID":    srv.PublicKey().ID,
-		"WXPAY_API_BASE":         srv.URL(),
-	}
+	return testenv.MerchantEnv(t, srv, m)
 }
 
 func TestRunConfigErrors(t *testing.T) {

@@ -22,7 +22,7 @@ import (
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
 
-// Defaults of Config (DESIGN "Reconciler contract").
+// Defaults of Config.
 const (
 	DefaultStaleAfter  = 5 * time.Minute
 	DefaultExpireAfter = 2 * time.Hour
@@ -157,7 +157,7 @@ func New(merchants []Merchant, store *tracking.Store, pub Publisher, cfg Config)
 }
 
 // Orders queries every pending order and refund older than StaleAfter of
-// every merchant and acts on the answer (DESIGN "Reconciler contract").
+// every merchant and acts on the answer (README, "The reconciler").
 // Item failures are counted in the Summary and the run goes on; the
 // returned error is only ctx's, when the run was stopped between items.
 func (r *Reconciler) Orders(ctx context.Context) (Summary, error) {

@@ -140,37 +140,19 @@ func (c *Client) PrepayJSAPI(ctx context.Context, r *PrepayRequest) (prepayID st
 	if r.Payer == nil || (r.Payer.OpenID == "" && r.Payer.SpOpenID == "" && r.Payer.SubOpenID == "") {
 		return "", errorf(ErrInvalidConfig, "a JSAPI order needs the payer's openid")
 	}
-	var out struct {
-		PrepayID string `json:"prepay_id"`
-	}
-	if err := c.prepay(ctx, "jsapi", r, &out); err != nil {
-		return "", err
-	}
-	return out.PrepayID, c.need("prepay_id", out.PrepayID)
+	return c.prepay(ctx, "jsapi", r, "prepay_id")
 }
 
 // PrepayApp places an APP order and returns its prepay_id; APPPayParams
 // signs what the app needs.
 func (c *Client) PrepayApp(ctx context.Context, r *PrepayRequest) (prepayID string, err error) {
-	var out struct {
-		PrepayID string `json:"prepay_id"`
-	}
-	if err := c.prepay(ctx, "app", r, &out); err != nil {
-		return "", err
-	}
-	return out.PrepayID, c.need("prepay_id", out.PrepayID)
+	return c.prepay(ctx, "app", r, "prepay_id")
 }
 
 // PrepayNative places a Native order and returns the code_url to show as a
 // QR code.
 func (c *Client) PrepayNative(ctx context.Context, r *PrepayRequest) (codeURL string, err error) {
-	var out struct {
-		CodeURL string `json:"code_url"`
-	}
-	if err := c.prepay(ctx, "native", r, &out); err != nil {
-		return "", err
-	}
-	return out.CodeURL, c.need("code_url", out.CodeURL)
+	return c.prepay(ctx, "native", r, "code_url")
 }
 
 // PrepayH5 places an H5 order and returns the h5_url to send the mobile
@@ -179,25 +161,14 @@ func (c *Client) PrepayH5(ctx context.Context, r *PrepayRequest) (h5URL string, 
 	if r.SceneInfo == nil || r.SceneInfo.PayerClientIP == "" || r.SceneInfo.H5Info == nil {
 		return "", errorf(ErrInvalidConfig, "an H5 order needs scene_info with payer_client_ip and h5_info")
 	}
-	var out struct {
-		H5URL string `json:"h5_url"`
-	}
-	if err := c.prepay(ctx, "h5", r, &out); err != nil {
-		return "", err
-	}
-	return out.H5URL, c.need("h5_url", out.H5URL)
+	return c.prepay(ctx, "h5", r, "h5_url")
 }
 
-func (c *Client) need(field, v string) error {
-	if v == "" {
-		return errorf(ErrMalformed, "the answer has no %s", field)
-	}
-	return nil
-}
-
-func (c *Client) prepay(ctx context.Context, kind string, r *PrepayRequest, out any) error {
+// prepay places an order of kind and returns the answer's field (the
+// prepay_id, code_url or h5_url the front end needs), which must be there.
+func (c *Client) prepay(ctx context.Context, kind string, r *PrepayRequest, field string) (string, error) {
 	if err := c.checkSubMchID(r.SubMchID); err != nil {
-		return err
+		return "", err
 	}
 	b := prepayBody{Description: r.Description, OutTradeNo: r.OutTradeNo, Attach: r.Attach,
 		NotifyURL: r.NotifyURL, GoodsTag: r.GoodsTag, Payer: r.Payer, SceneInfo: r.SceneInfo}
@@ -218,8 +189,15 @@ func (c *Client) prepay(ctx context.Context, kind string, r *PrepayRequest, out 
 			ProfitSharing bool `json:"profit_sharing"`
 		}{true}
 	}
-	_, err := c.DoJSON(ctx, http.MethodPost, c.transactionsPath()+"/"+kind, b, out)
-	return err
+	var out map[string]any
+	if _, err := c.DoJSON(ctx, http.MethodPost, c.transactionsPath()+"/"+kind, b, &out); err != nil {
+		return "", err
+	}
+	v, _ := out[field].(string)
+	if v == "" {
+		return "", errorf(ErrMalformed, "the answer has no %s", field)
+	}
+	return v, nil
 }
 
 func (c *Client) transactionsPath() string {
