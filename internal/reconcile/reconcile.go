@@ -214,28 +214,35 @@ type work struct {
 	log      zerolog.Logger
 }
 
+// call makes one API call of the item through the rate limiter (see
+// Reconciler.call).
+func (w *work) call(ctx context.Context, fn func(context.Context) error) error {
+	return w.r.call(ctx, &w.attempts, w.log, fn)
+}
+
 // call makes one API call through the rate limiter, retrying a retryable
 // failure (rate limit, 5xx, transport) with exponential backoff from
-// BackoffBase capped at BackoffMax, within the item's MaxAttempts.
-func (w *work) call(ctx context.Context, fn func(context.Context) error) error {
-	delay := w.r.cfg.BackoffBase
+// BackoffBase capped at BackoffMax, while *attempts (the calls already
+// made for the same item in this run) stays under MaxAttempts.
+func (r *Reconciler) call(ctx context.Context, attempts *int, log zerolog.Logger, fn func(context.Context) error) error {
+	delay := r.cfg.BackoffBase
 	for {
-		if err := w.r.limit.wait(ctx); err != nil {
+		if err := r.limit.wait(ctx); err != nil {
 			return err
 		}
-		w.attempts++
+		*attempts++
 		err := fn(ctx)
 		if err == nil || !wxpay.IsRetryable(err) {
 			return err
 		}
-		if w.attempts >= w.r.cfg.MaxAttempts {
-			return fmt.Errorf("gave up after %d attempts: %w", w.attempts, err)
+		if *attempts >= r.cfg.MaxAttempts {
+			return fmt.Errorf("gave up after %d attempts: %w", *attempts, err)
 		}
-		w.log.Debug().Err(err).Dur("backoff", delay).Msg("retrying")
+		log.Debug().Err(err).Dur("backoff", delay).Msg("retrying")
 		if err := sleep(ctx, delay); err != nil {
 			return err
 		}
-		delay = min(delay*2, w.r.cfg.BackoffMax)
+		delay = min(delay*2, r.cfg.BackoffMax)
 	}
 }
 
