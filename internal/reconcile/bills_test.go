@@ -216,7 +216,9 @@ func (e *billEnv) mismatches() []reconcile.Mismatch {
 		}
 		out = append(out, mm)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Kind+out[i].TransactionID+out[i].RefundID < out[j].Kind+out[j].TransactionID+out[j].RefundID })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Kind+out[i].TransactionID+out[i].RefundID < out[j].Kind+out[j].TransactionID+out[j].RefundID
+	})
 	return out
 }
 
