@@ -106,7 +106,7 @@ func CheckAddr(variable, addr string) error {
 func (c Common) String() string {
 	return logfmt(
 		"nats_url", redactURLs(c.NATSURL),
-		"redis_url", redactURL(c.RedisURL),
+		"redis_url", RedactURL(c.RedisURL),
 		"admin_addr", c.AdminAddr,
 		"log_level", c.LogLevel,
 		"log_format", c.LogFormat,
@@ -116,7 +116,7 @@ func (c Common) String() string {
 // MarshalZerologObject logs the settings with credentials in URLs masked.
 func (c Common) MarshalZerologObject(e *zerolog.Event) {
 	e.Str("nats_url", redactURLs(c.NATSURL)).
-		Str("redis_url", redactURL(c.RedisURL)).
+		Str("redis_url", RedactURL(c.RedisURL)).
 		Str("admin_addr", c.AdminAddr).
 		Str("log_level", c.LogLevel).
 		Str("log_format", c.LogFormat)
@@ -144,9 +144,9 @@ func validateNATSURL(s string) error {
 			continue
 		}
 		if !natsSchemes[u.Scheme] {
-			errs = append(errs, fmt.Errorf("%s %s: scheme %q, want nats://, tls://, ws:// or wss://", where, redactURL(raw), u.Scheme))
+			errs = append(errs, fmt.Errorf("%s %s: scheme %q, want nats://, tls://, ws:// or wss://", where, RedactURL(raw), u.Scheme))
 		} else if u.Host == "" {
-			errs = append(errs, fmt.Errorf("%s %s: no host", where, redactURL(raw)))
+			errs = append(errs, fmt.Errorf("%s %s: no host", where, RedactURL(raw)))
 		}
 	}
 	return errors.Join(errs...)
@@ -161,14 +161,14 @@ func validateRedisURL(s string) error {
 		return fmt.Errorf("REDIS_URL is not a URL: %v", urlErr(err))
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return fmt.Errorf("REDIS_URL %s: scheme %q, want redis:// or rediss:// (TLS)", redactURL(s), u.Scheme)
+		return fmt.Errorf("REDIS_URL %s: scheme %q, want redis:// or rediss:// (TLS)", RedactURL(s), u.Scheme)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("REDIS_URL %s: no host", redactURL(s))
+		return fmt.Errorf("REDIS_URL %s: no host", RedactURL(s))
 	}
 	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
 		if n, err := strconv.Atoi(db); err != nil || n < 0 {
-			return fmt.Errorf("REDIS_URL %s: database %q is not a number", redactURL(s), db)
+			return fmt.Errorf("REDIS_URL %s: database %q is not a number", RedactURL(s), db)
 		}
 	}
 	return nil
@@ -186,7 +186,9 @@ func urlErr(err error) error {
 
 // redactURL masks the password of a URL, or the user when there is no
 // password (a NATS token).
-func redactURL(s string) string {
+// RedactURL masks the password of a URL (or the user name, when it is a
+// token without a password), for logs, errors and --help.
+func RedactURL(s string) string {
 	if s == "" {
 		return ""
 	}
@@ -213,7 +215,7 @@ func redactURL(s string) string {
 func redactURLs(s string) string {
 	list := SplitList(s)
 	for i, e := range list {
-		list[i] = redactURL(e)
+		list[i] = RedactURL(e)
 	}
 	return strings.Join(list, ",")
 }
