@@ -19,8 +19,9 @@ import (
 type TrackerConfig = tracking.Config
 
 // Tracker keeps the reconciler's state (package tracking): order.created
-// and refund.created announcements join the pending sets, final states
-// leave them, and every final payment and refund is recorded in the day's
+// and refund.created announcements (events.Announcement, with their
+// sub_mchid in partner mode) join the pending sets, final states leave
+// them, and every final payment and refund is recorded in the day's
 // ledger.
 type Tracker struct {
 	store *tracking.Store
@@ -31,21 +32,12 @@ func NewTracker(rdb redis.UniversalClient, cfg TrackerConfig) *Tracker {
 	return &Tracker{store: tracking.NewStore(rdb, cfg)}
 }
 
-// Announcement is the resource of order.created and refund.created, which
-// business systems publish when they create an order or a refund.
-type Announcement struct {
-	OutTradeNo  string `json:"out_trade_no"`
-	OutRefundNo string `json:"out_refund_no,omitempty"`
-	// CreateTime (RFC 3339) defaults to the envelope's create_time.
-	CreateTime string `json:"create_time,omitempty"`
-}
-
 // HandleEvent applies ev to the pending sets and the ledger. It is
 // idempotent: a repeat leaves the same state.
 func (t *Tracker) HandleEvent(ctx context.Context, ev events.Envelope) error {
 	switch strings.ToUpper(ev.EventType) {
 	case events.EventOrderCreated, events.EventRefundCreated:
-		var a Announcement
+		var a events.Announcement // what events.AnnounceOrder and AnnounceRefund publish
 		if err := json.Unmarshal(ev.Resource, &a); err != nil {
 			return events.Permanent(fmt.Errorf("tracker: %s resource: %w", ev.EventType, err))
 		}
@@ -60,7 +52,10 @@ func (t *Tracker) HandleEvent(ctx context.Context, ev events.Envelope) error {
 		if member == "" {
 			return events.Permanent(fmt.Errorf("tracker: %s without %s", ev.EventType, field))
 		}
-		return wrapRedis(t.store.AddPending(ctx, kind, ev.MchID, member, created))
+		// The sub_mchid of a partner-mode order or refund goes with it: the
+		// reconciler cannot query it without.
+		it := tracking.Item{ID: member, Created: created, SubMchID: a.SubMchID}
+		return wrapRedis(t.store.AddPendingItem(ctx, kind, ev.MchID, it))
 
 	case wxpay.EventTransactionSuccess:
 		var tx wxpay.Transaction

@@ -3,6 +3,7 @@ package handlers
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -95,5 +96,65 @@ func TestTracker(t *testing.T) {
 	defer down.Close()
 	if err := NewTracker(down, TrackerConfig{}).HandleEvent(ctx, paid); err == nil || events.IsPermanent(err) {
 		t.Fatalf("redis down: got %v, want a retryable error", err)
+	}
+}
+
+// A partner-mode announcement keeps its sub_mchid next to the pending set,
+// where the reconciler reads it, until the item leaves the set.
+func TestTrackerKeepsTheSubMchID(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	opt, _ := redis.ParseURL(rs.URL)
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	tr := NewTracker(rdb, TrackerConfig{})
+	store := tracking.NewStore(rdb, tracking.Config{})
+	must := func(ev events.Envelope) {
+		t.Helper()
+		if err := tr.HandleEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subs := func(kind tracking.Kind) map[string]string {
+		t.Helper()
+		return rdb.HGetAll(ctx, "wxpay:pending:"+string(kind)+":1230000109:sub").Val()
+	}
+	pending := func(kind tracking.Kind) []tracking.Item {
+		t.Helper()
+		items, err := store.Pending(ctx, kind, "1230000109", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return items
+	}
+	// The resources as events.AnnounceOrder and AnnounceRefund write them.
+	must(envelope("ORDER.CREATED", `{"out_trade_no":"P1","sub_mchid":"1900000109","create_time":"2024-03-01T10:00:00+08:00"}`))
+	must(envelope("ORDER.CREATED", `{"out_trade_no":"P2","sub_mchid":"1900000110","create_time":"2024-03-01T10:01:00+08:00"}`))
+	must(envelope("ORDER.CREATED", `{"out_trade_no":"D1","create_time":"2024-03-01T10:02:00+08:00"}`))
+	must(envelope("REFUND.CREATED", `{"out_trade_no":"P1","out_refund_no":"PR1","sub_mchid":"1900000109"}`))
+	if got := subs(tracking.Order); !reflect.DeepEqual(got, map[string]string{"P1": "1900000109", "P2": "1900000110"}) {
+		t.Fatalf("order sub_mchids %v", got)
+	}
+	if got := subs(tracking.Refund); !reflect.DeepEqual(got, map[string]string{"PR1": "1900000109"}) {
+		t.Fatalf("refund sub_mchids %v", got)
+	}
+	if got := pending(tracking.Order); len(got) != 3 || got[0].SubMchID != "1900000109" || got[1].SubMchID != "1900000110" || got[2].SubMchID != "" {
+		t.Fatalf("pending orders %+v", got)
+	}
+	if got := pending(tracking.Refund); len(got) != 1 || got[0] != (tracking.Item{ID: "PR1", Created: time.Unix(got[0].Created.Unix(), 0), SubMchID: "1900000109"}) {
+		t.Fatalf("pending refunds %+v", got)
+	}
+
+	// Paid (the partner notification's shape), closed, refunded: each leaves with its sub_mchid.
+	must(envelope("TRANSACTION.SUCCESS", `{"sp_mchid":"1230000109","sub_mchid":"1900000109","out_trade_no":"P1","transaction_id":"4200000009","trade_state":"SUCCESS","success_time":"2024-03-01T10:05:00+08:00","amount":{"total":100}}`))
+	must(envelope("TRANSACTION.CLOSED", `{"sp_mchid":"1230000109","sub_mchid":"1900000110","out_trade_no":"P2","trade_state":"CLOSED"}`))
+	must(envelope("REFUND.SUCCESS", `{"sp_mchid":"1230000109","sub_mchid":"1900000109","out_trade_no":"P1","transaction_id":"4200000009","out_refund_no":"PR1","refund_id":"5000009","refund_status":"SUCCESS","success_time":"2024-03-02T10:00:00+08:00","amount":{"total":100,"refund":40,"payer_total":100,"payer_refund":40}}`))
+	if got := subs(tracking.Order); len(got) != 0 {
+		t.Fatalf("order sub_mchids left behind: %v", got)
+	}
+	if got := subs(tracking.Refund); len(got) != 0 {
+		t.Fatalf("refund sub_mchids left behind: %v", got)
+	}
+	if got := pending(tracking.Order); len(got) != 1 || got[0].ID != "D1" {
+		t.Fatalf("pending orders %+v, want D1", got)
 	}
 }

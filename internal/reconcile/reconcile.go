@@ -109,8 +109,9 @@ type Summary struct {
 	Dropped int `json:"dropped"`
 	// StillPending counts queried items left pending.
 	StillPending int `json:"still_pending"`
-	// Skipped counts pending items not queried: partner-mode merchants
-	// (the pending sets do not keep the sub_mchid a partner query needs).
+	// Skipped counts pending items not queried: a partner-mode merchant's
+	// items announced without the sub_mchid a partner query needs, and a
+	// direct-mode merchant's items announced with one. They stay pending.
 	Skipped int `json:"skipped"`
 	// Errors counts items (or merchants) that failed: an answer that did
 	// not verify, rate limiting past MaxAttempts, Redis or NATS failures.
@@ -157,7 +158,13 @@ func New(merchants []Merchant, store *tracking.Store, pub Publisher, cfg Config)
 }
 
 // Orders queries every pending order and refund older than StaleAfter of
-// every merchant and acts on the answer (README, "The reconciler").
+// every merchant and acts on the answer (README, "The reconciler"). A
+// partner-mode merchant's items are queried and closed with the sub_mchid
+// they were announced with, and their events carry the partner
+// notification's resource (sp_mchid, sub_mchid) under the service
+// provider's mchid and subject, as the ingress publishes partner
+// notifications; items the merchant's mode cannot query are skipped (see
+// Summary.Skipped).
 // Item failures are counted in the Summary and the run goes on; the
 // returned error is only ctx's, when the run was stopped between items.
 func (r *Reconciler) Orders(ctx context.Context) (Summary, error) {
@@ -178,10 +185,8 @@ func (r *Reconciler) Orders(ctx context.Context) (Summary, error) {
 			if len(items) == 0 {
 				continue
 			}
-			if m.Client.PartnerMode() {
-				mlog.Warn().Str("kind", string(kind)).Int("items", len(items)).
-					Msg("partner mode: the pending set does not keep the sub_mchid a query needs; not reconciled")
-				s.Skipped += len(items)
+			items = r.skip(m, kind, items, &s, mlog)
+			if len(items) == 0 {
 				continue
 			}
 			mlog.Info().Str("kind", string(kind)).Int("items", len(items)).Msg("querying pending items")
@@ -189,8 +194,12 @@ func (r *Reconciler) Orders(ctx context.Context) (Summary, error) {
 				if ctx.Err() != nil {
 					return s, context.Cause(ctx)
 				}
+				lc := mlog.With().Str(string(kind), it.ID)
+				if it.SubMchID != "" {
+					lc = lc.Str("sub_mchid", it.SubMchID)
+				}
 				w := &work{r: r, m: m, kind: kind, item: it, age: now.Sub(it.Created), s: &s,
-					log: mlog.With().Str(string(kind), it.ID).Stringer("age", now.Sub(it.Created).Round(time.Second)).Logger()}
+					log: lc.Stringer("age", now.Sub(it.Created).Round(time.Second)).Logger()}
 				if kind == tracking.Order {
 					w.order(ctx)
 				} else {
@@ -200,6 +209,41 @@ func (r *Reconciler) Orders(ctx context.Context) (Summary, error) {
 		}
 	}
 	return s, nil
+}
+
+// skip returns the items m's client can query, and counts and logs the
+// others, which stay pending: in partner mode WeChat answers only for a
+// sub-merchant, so an item announced without its sub_mchid cannot be
+// queried; in direct mode an item announced with a sub_mchid belongs to a
+// partner configuration this merchant is not. Both need the announcement
+// or the merchant settings fixed, not a retry.
+func (r *Reconciler) skip(m Merchant, kind tracking.Kind, items []tracking.Item, s *Summary, log zerolog.Logger) []tracking.Item {
+	partner := m.Client.PartnerMode()
+	var keep []tracking.Item
+	var skipped []string
+	for _, it := range items {
+		if (it.SubMchID != "") == partner {
+			keep = append(keep, it)
+		} else {
+			skipped = append(skipped, it.ID)
+		}
+	}
+	if len(skipped) == 0 {
+		return items
+	}
+	s.Skipped += len(skipped)
+	ev := log.Warn().Str("kind", string(kind)).Int("items", len(skipped)).Strs("skipped", firstN(skipped, 20))
+	if partner {
+		ev.Msg("partner mode: these items were announced without the sub_mchid a partner query needs (announce them with sub_mchid); not reconciled")
+	} else {
+		ev.Msg("these items were announced with a sub_mchid, but the merchant is not in partner mode (check WXPAY_PARTNER_MODE); not reconciled")
+	}
+	return keep
+}
+
+// firstN returns at most n of ids, so that a log line stays short.
+func firstN(ids []string, n int) []string {
+	return ids[:min(len(ids), n)]
 }
 
 // work is one pending item in one run.
@@ -295,7 +339,7 @@ func (w *work) order(ctx context.Context) {
 	w.s.Queried++
 	var tx *wxpay.Transaction
 	err := w.call(ctx, func(ctx context.Context) (err error) {
-		tx, err = w.m.Client.QueryOrderByOutTradeNo(ctx, "", w.item.ID)
+		tx, err = w.m.Client.QueryOrderByOutTradeNo(ctx, w.item.SubMchID, w.item.ID)
 		return err
 	})
 	switch {
@@ -330,7 +374,7 @@ func (w *work) order(ctx context.Context) {
 			w.stays(ctx, tx.TradeState)
 			return
 		}
-		err := w.call(ctx, func(ctx context.Context) error { return w.m.Client.CloseOrder(ctx, "", w.item.ID) })
+		err := w.call(ctx, func(ctx context.Context) error { return w.m.Client.CloseOrder(ctx, w.item.SubMchID, w.item.ID) })
 		if err != nil {
 			// ORDER_PAID: paid meanwhile; the next run publishes it.
 			w.fail(err, "closing the expired order")
@@ -345,6 +389,9 @@ func (w *work) order(ctx context.Context) {
 	}
 }
 
+// publishTx publishes tx as the query answered it: in partner mode that
+// is the partner notification's shape already (sp_mchid, sub_mchid,
+// sp_appid, sub_appid, payer.sp_openid / sub_openid).
 func (w *work) publishTx(ctx context.Context, tx *wxpay.Transaction, eventType, key, summary string) {
 	res, err := json.Marshal(tx)
 	if err != nil {
@@ -358,7 +405,7 @@ func (w *work) refund(ctx context.Context) {
 	w.s.Queried++
 	var rf *wxpay.Refund
 	err := w.call(ctx, func(ctx context.Context) (err error) {
-		rf, err = w.m.Client.QueryRefund(ctx, "", w.item.ID)
+		rf, err = w.m.Client.QueryRefund(ctx, w.item.SubMchID, w.item.ID)
 		return err
 	})
 	switch {
@@ -392,7 +439,11 @@ func (w *work) refund(ctx context.Context) {
 		w.fail(fmt.Errorf("refund status %s without refund_id", rf.Status), "querying the refund")
 		return
 	}
-	res, err := json.Marshal(RefundNotice(w.m.MchID, rf))
+	notice := RefundNotice(w.m.MchID, rf)
+	if w.item.SubMchID != "" {
+		notice = PartnerRefundNotice(w.m.MchID, w.item.SubMchID, rf)
+	}
+	res, err := json.Marshal(notice)
 	if err != nil {
 		w.fail(err, "encoding the refund")
 		return
@@ -406,6 +457,17 @@ func RefundNotice(mchid string, rf *wxpay.Refund) wxpay.RefundNotice {
 	return wxpay.RefundNotice{MchID: mchid, OutTradeNo: rf.OutTradeNo, TransactionID: rf.TransactionID,
 		OutRefundNo: rf.OutRefundNo, RefundID: rf.RefundID, RefundStatus: rf.Status, SuccessTime: rf.SuccessTime,
 		UserReceivedAccount: rf.UserReceivedAccount, Amount: rf.Amount}
+}
+
+// PartnerRefundNotice maps a partner-mode query-refund answer onto the
+// partner REFUND.* notification's resource, which names the merchants
+// sp_mchid and sub_mchid instead of mchid. The answer names neither, so
+// they are the service provider spMchID that asked and the subMchID it
+// asked for (WeChat answers only for that sub-merchant).
+func PartnerRefundNotice(spMchID, subMchID string, rf *wxpay.Refund) wxpay.RefundNotice {
+	n := RefundNotice("", rf)
+	n.SpMchID, n.SubMchID = spMchID, subMchID
+	return n
 }
 
 // envelope builds the reconciler's event: id rc-<dedupe key>, so a repeat

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -416,7 +417,13 @@ func TestBadSignaturePublishesNothingAndTheRestIsDone(t *testing.T) {
 	}
 }
 
-func TestPartnerModeIsSkipped(t *testing.T) {
+// subMchID is the sub-merchant of the partner-mode tests.
+const subMchID = "1900000109"
+
+// newPartnerEnv is newEnv with the merchant as a service provider: its
+// client is in partner mode.
+func newPartnerEnv(t *testing.T) *env {
+	t.Helper()
 	e := newEnv(t)
 	cfg := e.srv.ClientConfig(e.m)
 	cfg.PartnerMode = true
@@ -424,11 +431,175 @@ func TestPartnerModeIsSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.client = pc
+	return e
+}
+
+// partnerPending adds id of sub to the pending set of kind, created age
+// ago, as the tracker does for a partner announcement.
+func (e *env) partnerPending(kind tracking.Kind, id, sub string, age time.Duration) {
+	e.t.Helper()
+	if err := e.store.AddPendingItem(e.ctx, kind, e.m.MchID, tracking.Item{ID: id, Created: time.Now().Add(-age), SubMchID: sub}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// partnerOrder places an unpaid order of subMchID through the service provider.
+func (e *env) partnerOrder(no string) wxpaytest.Order {
+	e.t.Helper()
+	o, err := e.srv.CreateOrder(wxpaytest.NewOrder{MchID: e.m.MchID, SubMchID: subMchID, SubAppID: "wx8888888888888888", OutTradeNo: no, Total: 100})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return o
+}
+
+// subMchIDs returns the sub_mchid hash beside the pending set of kind.
+func (e *env) subMchIDs(kind tracking.Kind) map[string]string {
+	e.t.Helper()
+	return e.rdb.HGetAll(e.ctx, e.store.SubMchIDKey(kind, e.m.MchID)).Val()
+}
+
+// sameResource fails unless the published resource is, as JSON, the resource
+// of WeChat's own notification n.
+func sameResource(t *testing.T, published map[string]any, e *env, n *wxpaytest.Notification) {
+	t.Helper()
+	parsed, err := e.client.ParseNotification(e.ctx, n.Header, n.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]any
+	if err := json.Unmarshal(parsed.Plaintext, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(published, want) {
+		t.Fatalf("published resource\n%v\nis not the notification's\n%v", published, want)
+	}
+}
+
+func TestPartnerPaymentIsFoundWithItsSubMchID(t *testing.T) {
+	e := newPartnerEnv(t)
+	e.partnerOrder("P1")
+	o, err := e.srv.Pay("P1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.partnerPending(tracking.Order, "P1", subMchID, 10*time.Minute)
+	s := e.run()
+	if s.Published[wxpay.EventTransactionSuccess] != 1 || s.Errors != 0 || s.Queried != 1 || s.Skipped != 0 {
+		t.Fatalf("summary %s\n%s", s, e.log)
+	}
+	// On the service provider's subject, with its mchid, as the ingress
+	// publishes a partner notification.
+	env, res := envelopeOf(t, e.event(wxpay.EventTransactionSuccess))
+	if env.MchID != e.m.MchID || env.DedupeKey != events.TransactionKey(o.TransactionID) {
+		t.Fatalf("envelope %+v", env)
+	}
+	// The resource is the partner notification's, sub-merchant included.
+	if res["sp_mchid"] != e.m.MchID || res["sub_mchid"] != subMchID || res["sub_appid"] != "wx8888888888888888" ||
+		res["mchid"] != nil || res["appid"] != nil || res["trade_state"] != "SUCCESS" {
+		t.Fatalf("resource %v", res)
+	}
+	n, err := e.srv.PaymentNotification("P1", wxpaytest.NotificationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameResource(t, res, e, n)
+	if e.isPending(tracking.Order, "P1") || len(e.subMchIDs(tracking.Order)) != 0 {
+		t.Fatalf("published order still pending, or its sub_mchid left behind: %v", e.subMchIDs(tracking.Order))
+	}
+}
+
+func TestPartnerExpiredUnpaidOrderIsClosed(t *testing.T) {
+	e := newPartnerEnv(t)
+	e.partnerOrder("OLD")
+	e.partnerOrder("YOUNG")
+	e.partnerPending(tracking.Order, "OLD", subMchID, 3*time.Hour)
+	e.partnerPending(tracking.Order, "YOUNG", subMchID, 10*time.Minute)
+	s := e.run()
+	if s.Closed != 1 || s.StillPending != 1 || s.Errors != 0 || s.Published[events.EventTransactionClosed] != 1 {
+		t.Fatalf("summary %s\n%s", s, e.log)
+	}
+	if o, _ := e.srv.Order("OLD"); o.TradeState != wxpay.TradeStateClosed {
+		t.Fatalf("OLD is %s on the platform", o.TradeState)
+	}
+	env, res := envelopeOf(t, e.event(events.EventTransactionClosed))
+	if env.MchID != e.m.MchID || env.DedupeKey != events.OrderKey(e.m.MchID, "OLD", "CLOSED") ||
+		res["trade_state"] != "CLOSED" || res["sp_mchid"] != e.m.MchID || res["sub_mchid"] != subMchID || res["mchid"] != nil {
+		t.Fatalf("envelope %+v resource %v", env, res)
+	}
+	if e.isPending(tracking.Order, "OLD") || !e.isPending(tracking.Order, "YOUNG") {
+		t.Fatal("pending set wrong")
+	}
+	if got := e.subMchIDs(tracking.Order); !reflect.DeepEqual(got, map[string]string{"YOUNG": subMchID}) {
+		t.Fatalf("sub_mchids %v, want YOUNG's only", got)
+	}
+}
+
+func TestPartnerRefundProcessingStaysThenSuccessIsPublished(t *testing.T) {
+	e := newPartnerEnv(t)
+	e.partnerOrder("P1")
+	if _, err := e.srv.Pay("P1"); err != nil {
+		t.Fatal(err)
+	}
+	rf, err := e.client.CreateRefund(e.ctx, &wxpay.RefundRequest{SubMchID: subMchID, OutTradeNo: "P1", OutRefundNo: "PR1", Refund: 40, Total: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.partnerPending(tracking.Refund, "PR1", subMchID, 10*time.Minute)
+	if s := e.run(); s.StillPending != 1 || s.Errors != 0 || len(s.Published) != 0 || !e.isPending(tracking.Refund, "PR1") {
+		t.Fatalf("PROCESSING: summary %s\n%s", s, e.log)
+	}
+	if _, err := e.srv.CompleteRefund("PR1"); err != nil {
+		t.Fatal(err)
+	}
+	s := e.run()
+	if s.Published[wxpay.EventRefundSuccess] != 1 || s.Errors != 0 || e.isPending(tracking.Refund, "PR1") || len(e.subMchIDs(tracking.Refund)) != 0 {
+		t.Fatalf("SUCCESS: summary %s\n%s", s, e.log)
+	}
+	env, res := envelopeOf(t, e.event(wxpay.EventRefundSuccess))
+	if env.MchID != e.m.MchID || env.DedupeKey != events.RefundKey(rf.RefundID, "SUCCESS") ||
+		res["sp_mchid"] != e.m.MchID || res["sub_mchid"] != subMchID || res["mchid"] != nil || res["refund_status"] != "SUCCESS" {
+		t.Fatalf("envelope %+v resource %v", env, res)
+	}
+	n, err := e.srv.RefundNotification("PR1", wxpaytest.NotificationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameResource(t, res, e, n)
+}
+
+func TestPartnerItemWithoutSubMchIDIsSkipped(t *testing.T) {
+	e := newPartnerEnv(t)
+	e.partnerOrder("P1")
+	if _, err := e.srv.Pay("P1"); err != nil {
+		t.Fatal(err)
+	}
+	e.partnerPending(tracking.Order, "P1", subMchID, 10*time.Minute)
+	e.pending(tracking.Order, "T1", 10*time.Minute) // announced without its sub_mchid
+	s := e.run()
+	if s.Skipped != 1 || s.Queried != 1 || s.Errors != 0 || s.Published[wxpay.EventTransactionSuccess] != 1 || !e.isPending(tracking.Order, "T1") {
+		t.Fatalf("summary %s\n%s", s, e.log)
+	}
+	if got := e.srv.Requests("GET /v3/pay/partner/transactions/out-trade-no/{no}"); got != 1 {
+		t.Fatalf("%d partner queries, want 1 (P1 only)", got)
+	}
+	if l := e.log.String(); !strings.Contains(l, `"level":"warn"`) || !strings.Contains(l, "sub_mchid") || !strings.Contains(l, `"T1"`) {
+		t.Fatalf("no warning naming T1 and the missing sub_mchid:\n%s", l)
+	}
+}
+
+func TestDirectItemWithSubMchIDIsSkipped(t *testing.T) {
+	e := newEnv(t)
+	e.paid("T1")
+	e.partnerPending(tracking.Order, "P1", subMchID, 10*time.Minute)
 	e.pending(tracking.Order, "T1", 10*time.Minute)
-	r := reconcile.New([]reconcile.Merchant{{MchID: e.m.MchID, Client: pc}}, e.store, e.pub, reconcile.Config{Logger: zerolog.New(e.log)})
-	s, err := r.Orders(e.ctx)
-	if err != nil || s.Skipped != 1 || s.Queried != 0 || !e.isPending(tracking.Order, "T1") {
-		t.Fatalf("summary %s, %v", s, err)
+	s := e.run()
+	if s.Skipped != 1 || s.Queried != 1 || s.Errors != 0 || s.Published[wxpay.EventTransactionSuccess] != 1 || !e.isPending(tracking.Order, "P1") {
+		t.Fatalf("summary %s\n%s", s, e.log)
+	}
+	if l := e.log.String(); !strings.Contains(l, "WXPAY_PARTNER_MODE") || !strings.Contains(l, `"P1"`) {
+		t.Fatalf("no warning naming P1 and the partner mode setting:\n%s", l)
 	}
 }
 

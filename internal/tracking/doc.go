@@ -13,6 +13,13 @@
 // first score. A member leaves its set when its final state is recorded or
 // published, or when it is dropped; nothing else removes it.
 //
+// A partner-mode (service provider) order or refund is announced with its
+// sub_mchid, which the reconciler's queries need. The set's members stay
+// the plain numbers; the sub_mchid is kept next to the set, in the hash
+// <prefix>pending:order:<mchid>:sub (or refund): field out_trade_no or
+// out_refund_no, value sub_mchid. It is written with the member, in the
+// same MULTI/EXEC, and leaves with it.
+//
 // # Ledger
 //
 // <prefix>ledger:<mchid>:<YYYYMMDD> is a hash of the final payments and
@@ -26,10 +33,12 @@
 // # Keys and Redis Cluster
 //
 // The prefix is Config.KeyPrefix, default "wxpay:" (the worker's
-// REDIS_KEY_PREFIX). PendingKey and LedgerKey name the keys. Every call
-// touches one key, except RecordFinal, which writes a day's ledger and
-// a pending set of the same merchant in one MULTI/EXEC: on Redis Cluster
-// those two keys would need a common hash slot.
+// REDIS_KEY_PREFIX). PendingKey, SubMchIDKey and LedgerKey name the keys.
+// Some calls write several keys of one merchant in one MULTI/EXEC:
+// RecordFinal (a day's ledger, a pending set and its sub_mchid hash),
+// RemovePending (a pending set and its sub_mchid hash) and AddPendingItem
+// with a sub_mchid (the same two). On Redis Cluster those keys would need
+// a common hash slot.
 //
 // Redis must not evict these keys: run it with noeviction (or volatile-*
 // with room to spare).

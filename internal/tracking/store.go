@@ -63,6 +63,14 @@ func (s *Store) PendingKey(kind Kind, mchid string) string {
 	return s.prefix + "pending:" + string(kind) + ":" + mchid
 }
 
+// SubMchIDKey returns PendingKey(kind, mchid) + ":sub", the hash that keeps
+// the sub_mchid of the pending set's partner-mode members: field
+// out_trade_no or out_refund_no, value sub_mchid. The set itself keeps
+// only the number, and a partner query needs the sub-merchant too.
+func (s *Store) SubMchIDKey(kind Kind, mchid string) string {
+	return s.PendingKey(kind, mchid) + ":sub"
+}
+
 // LedgerKey returns <prefix>ledger:<mchid>:<YYYYMMDD>, the hash of mchid's
 // final payments and refunds on day's China date.
 func (s *Store) LedgerKey(mchid string, day time.Time) string {
@@ -75,38 +83,77 @@ type Item struct {
 	ID string
 	// Created is the creation time, to the second (the member's score).
 	Created time.Time
+	// SubMchID is the sub-merchant of a partner-mode order or refund, as
+	// announced; empty in direct mode.
+	SubMchID string
 }
 
-// AddPending puts id into mchid's pending set of kind, created at created.
-// If id is there already it keeps its first creation time. Touches
-// PendingKey(kind, mchid).
+// AddPending puts id into mchid's pending set of kind, created at created:
+// AddPendingItem without a sub_mchid.
 func (s *Store) AddPending(ctx context.Context, kind Kind, mchid, id string, created time.Time) error {
-	return s.rdb.ZAddNX(ctx, s.PendingKey(kind, mchid), redis.Z{Score: float64(created.Unix()), Member: id}).Err()
+	return s.AddPendingItem(ctx, kind, mchid, Item{ID: id, Created: created})
+}
+
+// AddPendingItem puts it into mchid's pending set of kind. If it.ID is
+// there already it keeps its first creation time, and its first sub_mchid.
+// Without a sub_mchid it touches PendingKey(kind, mchid) only; with one it
+// also writes the sub_mchid to SubMchIDKey(kind, mchid), in the same
+// MULTI/EXEC, so that no reader sees the member without it.
+func (s *Store) AddPendingItem(ctx context.Context, kind Kind, mchid string, it Item) error {
+	if it.ID == "" {
+		return errors.New("tracking: a pending item without its out_trade_no or out_refund_no")
+	}
+	member := redis.Z{Score: float64(it.Created.Unix()), Member: it.ID}
+	if it.SubMchID == "" {
+		return s.rdb.ZAddNX(ctx, s.PendingKey(kind, mchid), member).Err()
+	}
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAddNX(ctx, s.PendingKey(kind, mchid), member)
+		p.HSetNX(ctx, s.SubMchIDKey(kind, mchid), it.ID, it.SubMchID)
+		return nil
+	})
+	return err
 }
 
 // Pending lists mchid's pending orders or refunds created at or before
-// before (to the second), oldest first. Touches PendingKey(kind, mchid).
+// before (to the second), oldest first, each with its sub_mchid if it has
+// one. Touches PendingKey(kind, mchid), then SubMchIDKey(kind, mchid).
 func (s *Store) Pending(ctx context.Context, kind Kind, mchid string, before time.Time) ([]Item, error) {
 	zs, err := s.rdb.ZRangeByScoreWithScores(ctx, s.PendingKey(kind, mchid), &redis.ZRangeBy{
 		Min: "-inf",
 		Max: strconv.FormatInt(before.Unix(), 10),
 	}).Result()
-	if err != nil {
+	if err != nil || len(zs) == 0 {
 		return nil, err
 	}
 	items := make([]Item, len(zs))
+	ids := make([]string, len(zs))
 	for i, z := range zs {
 		id, _ := z.Member.(string)
 		items[i] = Item{ID: id, Created: time.Unix(int64(z.Score), 0)}
+		ids[i] = id
+	}
+	subs, err := s.rdb.HMGet(ctx, s.SubMchIDKey(kind, mchid), ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range subs {
+		items[i].SubMchID, _ = v.(string) // nil: no sub_mchid
 	}
 	return items, nil
 }
 
-// RemovePending takes id out of mchid's pending set of kind: its final
-// state was published, or it is dropped. Removing an absent id is not an
-// error. Touches PendingKey(kind, mchid).
+// RemovePending takes id out of mchid's pending set of kind, and its
+// sub_mchid with it: its final state was published, or it is dropped.
+// Removing an absent id is not an error. Touches PendingKey(kind, mchid)
+// and SubMchIDKey(kind, mchid) together, in one MULTI/EXEC.
 func (s *Store) RemovePending(ctx context.Context, kind Kind, mchid, id string) error {
-	return s.rdb.ZRem(ctx, s.PendingKey(kind, mchid), id).Err()
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, s.PendingKey(kind, mchid), id)
+		p.HDel(ctx, s.SubMchIDKey(kind, mchid), id)
+		return nil
+	})
+	return err
 }
 
 // Entry is one final payment or refund in the ledger.
@@ -133,9 +180,10 @@ func (e Entry) pending() (Kind, string) {
 
 // RecordFinal records e under id (the transaction_id or refund_id) in
 // mchid's ledger of when's China date, renews that day's expiry, and takes
-// e's out_refund_no (or else its out_trade_no) out of the pending set. A
-// repeat writes the same state. Touches LedgerKey(mchid, when) and
-// PendingKey(Refund or Order, mchid) together, in one MULTI/EXEC.
+// e's out_refund_no (or else its out_trade_no) out of the pending set,
+// with its sub_mchid. A repeat writes the same state. Touches
+// LedgerKey(mchid, when), PendingKey(Refund or Order, mchid) and
+// SubMchIDKey(Refund or Order, mchid) together, in one MULTI/EXEC.
 func (s *Store) RecordFinal(ctx context.Context, mchid, id string, when time.Time, e Entry) error {
 	kind, member := e.pending()
 	if id == "" || member == "" {
@@ -150,6 +198,7 @@ func (s *Store) RecordFinal(ctx context.Context, mchid, id string, when time.Tim
 		p.HSet(ctx, ledger, id, value)
 		p.Expire(ctx, ledger, s.ledgerTTL)
 		p.ZRem(ctx, s.PendingKey(kind, mchid), member)
+		p.HDel(ctx, s.SubMchIDKey(kind, mchid), member)
 		return nil
 	})
 	return err

@@ -44,6 +44,8 @@ func TestKeys(t *testing.T) {
 		{"ledger, default prefix", "", func(s *Store) string { return s.LedgerKey(mchid, day) }, "wxpay:ledger:1230000109:20240301"},
 		{"order, own prefix", "staging:", func(s *Store) string { return s.PendingKey(Order, mchid) }, "staging:pending:order:1230000109"},
 		{"ledger, own prefix", "staging:", func(s *Store) string { return s.LedgerKey(mchid, day) }, "staging:ledger:1230000109:20240301"},
+		{"order sub_mchids, default prefix", "", func(s *Store) string { return s.SubMchIDKey(Order, mchid) }, "wxpay:pending:order:1230000109:sub"},
+		{"refund sub_mchids, own prefix", "staging:", func(s *Store) string { return s.SubMchIDKey(Refund, mchid) }, "staging:pending:refund:1230000109:sub"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := tt.got(NewStore(nil, Config{KeyPrefix: tt.prefix})); got != tt.want {
@@ -92,6 +94,65 @@ func TestPending(t *testing.T) {
 	must(s.RemovePending(ctx, Refund, mchid, "T2")) // the other set: no effect
 	if got, _ := s.Pending(ctx, Order, mchid, t0.Add(time.Hour)); len(got) != 2 || got[0].ID != "T2" || got[1].ID != "T3" {
 		t.Fatalf("after removing T1: got %v, want T2, T3", got)
+	}
+}
+
+func TestPendingSubMchID(t *testing.T) {
+	s, rdb := newStore(t, Config{})
+	t0 := time.Date(2024, 3, 1, 10, 0, 0, 0, china)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.AddPendingItem(ctx, Order, mchid, Item{ID: "T1", Created: t0, SubMchID: "1900000109"}))
+	must(s.AddPendingItem(ctx, Order, mchid, Item{ID: "T1", Created: t0.Add(time.Hour), SubMchID: "1900000999"})) // a repeat keeps the first
+	must(s.AddPendingItem(ctx, Order, mchid, Item{ID: "T2", Created: t0.Add(time.Minute)}))                       // direct mode: none
+	must(s.AddPendingItem(ctx, Order, mchid, Item{ID: "T3", Created: t0.Add(2 * time.Minute), SubMchID: "1900000110"}))
+	must(s.AddPendingItem(ctx, Refund, mchid, Item{ID: "R1", Created: t0, SubMchID: "1900000109"}))
+
+	// The sets keep their members and scores as before; the sub_mchids are beside them.
+	if got := rdb.ZRangeWithScores(ctx, "wxpay:pending:order:1230000109", 0, -1).Val(); !reflect.DeepEqual(got, []redis.Z{
+		{Score: float64(t0.Unix()), Member: "T1"}, {Score: float64(t0.Add(time.Minute).Unix()), Member: "T2"},
+		{Score: float64(t0.Add(2 * time.Minute).Unix()), Member: "T3"}}) {
+		t.Fatalf("order set: %v", got)
+	}
+	if got := rdb.HGetAll(ctx, "wxpay:pending:order:1230000109:sub").Val(); !reflect.DeepEqual(got, map[string]string{"T1": "1900000109", "T3": "1900000110"}) {
+		t.Fatalf("order sub_mchids: %v", got)
+	}
+	got, err := s.Pending(ctx, Order, mchid, t0.Add(time.Hour))
+	must(err)
+	want := []Item{
+		{ID: "T1", Created: time.Unix(t0.Unix(), 0), SubMchID: "1900000109"},
+		{ID: "T2", Created: time.Unix(t0.Add(time.Minute).Unix(), 0)},
+		{ID: "T3", Created: time.Unix(t0.Add(2*time.Minute).Unix(), 0), SubMchID: "1900000110"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Pending: got %v, want %v", got, want)
+	}
+	if got, _ := s.Pending(ctx, Refund, mchid, t0); len(got) != 1 || got[0].SubMchID != "1900000109" {
+		t.Fatalf("pending refunds: got %v, want R1 of 1900000109", got)
+	}
+
+	// The sub_mchid leaves with its member, whichever way it leaves.
+	must(s.RemovePending(ctx, Order, mchid, "T1"))
+	must(s.RecordFinal(ctx, mchid, "4200000003", t0, Entry{OutTradeNo: "T3", Amount: 1, State: "SUCCESS"}))
+	must(s.RecordFinal(ctx, mchid, "5000001", t0, Entry{OutRefundNo: "R1", Amount: 1, State: "SUCCESS"}))
+	if n := rdb.Exists(ctx, "wxpay:pending:order:1230000109:sub", "wxpay:pending:refund:1230000109:sub").Val(); n != 0 {
+		t.Fatalf("sub_mchids left behind: %v %v", rdb.HGetAll(ctx, "wxpay:pending:order:1230000109:sub").Val(),
+			rdb.HGetAll(ctx, "wxpay:pending:refund:1230000109:sub").Val())
+	}
+	if got, _ := s.Pending(ctx, Order, mchid, t0.Add(time.Hour)); len(got) != 1 || got[0] != want[1] {
+		t.Fatalf("after removing T1 and T3: got %v, want T2", got)
+	}
+	// Announced again after it left: it comes back with its sub_mchid.
+	must(s.AddPendingItem(ctx, Order, mchid, Item{ID: "T1", Created: t0, SubMchID: "1900000111"}))
+	if got, _ := s.Pending(ctx, Order, mchid, t0); len(got) != 1 || got[0].SubMchID != "1900000111" {
+		t.Fatalf("T1 announced again: got %v", got)
+	}
+	if err := s.AddPendingItem(ctx, Order, mchid, Item{Created: t0, SubMchID: "1900000109"}); err == nil {
+		t.Fatal("AddPendingItem without an id: got nil, want an error")
 	}
 }
 
@@ -172,9 +233,10 @@ func TestRedisDown(t *testing.T) {
 	s := NewStore(down, Config{})
 	now := time.Now()
 	for name, err := range map[string]error{
-		"AddPending":    s.AddPending(ctx, Order, mchid, "T1", now),
-		"RemovePending": s.RemovePending(ctx, Order, mchid, "T1"),
-		"RecordFinal":   s.RecordFinal(ctx, mchid, "4200000001", now, Entry{OutTradeNo: "T1"}),
+		"AddPending":     s.AddPending(ctx, Order, mchid, "T1", now),
+		"AddPendingItem": s.AddPendingItem(ctx, Order, mchid, Item{ID: "T1", Created: now, SubMchID: "1900000109"}),
+		"RemovePending":  s.RemovePending(ctx, Order, mchid, "T1"),
+		"RecordFinal":    s.RecordFinal(ctx, mchid, "4200000001", now, Entry{OutTradeNo: "T1"}),
 	} {
 		if err == nil {
 			t.Errorf("%s with Redis down: got nil, want an error", name)

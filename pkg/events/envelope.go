@@ -30,6 +30,10 @@ const (
 	SourceCallbackV2 = "callback-v2"
 	// SourceReconciler: a state the reconciler found by querying WeChat.
 	SourceReconciler = "reconciler"
+	// SourceBusiness marks an announcement by the merchant's own systems
+	// (order.created, refund.created: AnnounceOrder, AnnounceRefund), not
+	// something WeChat said.
+	SourceBusiness = "business"
 )
 
 // Resource types and original types this package writes.
@@ -50,8 +54,9 @@ const (
 // FromV2 (ingress) or by hand with the key builders (reconciler, business
 // systems), and check it with Validate.
 type Envelope struct {
-	// ID is WeChat's notification id, "rc-…" for reconciler events, and
-	// empty for v2 notifications (which have none).
+	// ID is WeChat's notification id, "rc-…" for reconciler events,
+	// "biz:…" for announcements (AnnounceOrder), and empty for v2
+	// notifications (which have none).
 	ID string `json:"id"`
 	// DedupeKey is the business identity and state of the event, built only
 	// by TransactionKey, RefundKey, OrderKey and EventKey. It is also the
@@ -63,7 +68,8 @@ type Envelope struct {
 	// MchID is the merchant (the service provider in partner mode): the
 	// merchant whose keys verified the notification.
 	MchID string `json:"mchid"`
-	// Source is SourceCallback, SourceCallbackV2 or SourceReconciler.
+	// Source is SourceCallback, SourceCallbackV2, SourceReconciler or
+	// SourceBusiness.
 	Source string `json:"source"`
 	// CreateTime is WeChat's create_time, as received. v2 notifications have
 	// none; for them it is ReceivedAt in China time, RFC 3339.
@@ -311,7 +317,7 @@ func (e Envelope) validate(resourceSyntax bool) error {
 		if len(e.V2) == 0 {
 			return bad("source %s without v2 fields", e.Source)
 		}
-	case SourceCallback, SourceReconciler:
+	case SourceCallback, SourceReconciler, SourceBusiness:
 		if e.ID == "" {
 			return bad("no id")
 		}

@@ -164,12 +164,15 @@ func TestFlow(t *testing.T) {
 	// 1. The business announces what to track; the tracker makes it pending.
 	business := events.NewPublisher(admin, events.PublisherConfig{})
 	for _, no := range []string{t1.outTradeNo, t2.outTradeNo, t3.outTradeNo, t4} {
-		announce(ctx, t, business, events.EventOrderCreated, events.OrderKey(mchid, no, "CREATED"),
-			fmt.Sprintf(`{"out_trade_no":%q,"create_time":"2024-03-01T00:00:00+08:00"}`, no))
+		if _, err := events.AnnounceOrder(ctx, business, mchid, events.Announcement{OutTradeNo: no, CreateTime: "2024-03-01T00:00:00+08:00"}); err != nil {
+			t.Fatalf("announcing order %s: %v", no, err)
+		}
 	}
 	for _, r := range []refund{r1, r2} {
-		announce(ctx, t, business, events.EventRefundCreated, events.EventKey("refund-created-"+r.outRefundNo),
-			fmt.Sprintf(`{"out_trade_no":%q,"out_refund_no":%q,"create_time":"2024-03-02T00:00:00+08:00"}`, r.outTradeNo, r.outRefundNo))
+		a := events.Announcement{OutTradeNo: r.outTradeNo, OutRefundNo: r.outRefundNo, CreateTime: "2024-03-02T00:00:00+08:00"}
+		if _, err := events.AnnounceRefund(ctx, business, mchid, a); err != nil {
+			t.Fatalf("announcing refund %s: %v", r.outRefundNo, err)
+		}
 	}
 	waitFor(t, "the announcements to be pending", func() bool {
 		return rdb.ZCard(ctx, "wxpay:pending:order:"+mchid).Val() == 4 && rdb.ZCard(ctx, "wxpay:pending:refund:"+mchid).Val() == 2
@@ -410,27 +413,6 @@ func (b *business) eventIDs() map[string]string {
 	return out
 }
 
-// announce publishes a business announcement as the business does. The
-// envelope's source is "reconciler": of the sources the contract knows, the
-// one that is not a verified callback.
-func announce(ctx context.Context, t *testing.T, pub *events.Publisher, eventType, dedupeKey, resource string) {
-	t.Helper()
-	env := events.Envelope{
-		ID:         "biz-" + dedupeKey,
-		DedupeKey:  dedupeKey,
-		EventType:  eventType,
-		MchID:      mchid,
-		Source:     events.SourceReconciler,
-		CreateTime: time.Now().In(time.FixedZone("CST", 8*3600)).Format(time.RFC3339),
-		ReceivedAt: time.Now(),
-		Resource:   json.RawMessage(resource),
-	}
-	if _, err := pub.Publish(ctx, env); err != nil {
-		t.Fatalf("announcing %s: %v", dedupeKey, err)
-	}
-}
-
-// resource is the decrypted resource of p's TRANSACTION.SUCCESS.
 func (p payment) resource() map[string]any {
 	return map[string]any{
 		"mchid": mchid, "appid": "wxd678efh567hg6787", "out_trade_no": p.outTradeNo, "transaction_id": p.transactionID,

@@ -2,6 +2,7 @@ package wxpaytest
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"crypto/sha1"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -89,14 +91,81 @@ type BillOptions struct {
 	// every download fails its hash check.
 	CorruptHash bool
 	// TradeRows, when set, supplies further trade-bill rows of mchid for
-	// day (China time) besides those added with AddTradeRows: the place
-	// where the platform's own order history feeds its bills.
+	// day (China time), listed after those added with AddTradeRows and
+	// before the platform's own history.
 	TradeRows func(mchid string, day time.Time) []BillRow
+	// NoHistory leaves the platform's own payments and refunds out of the
+	// trade bills, for a test that wants only the rows it adds.
+	NoHistory bool
+	// EditHistoryRow, when set, sees every row the history contributes
+	// before it is listed: change it to plant a difference (an amount the
+	// platform did not charge), or return false to leave it out.
+	EditHistoryRow func(row *BillRow) (keep bool)
+}
+
+// historyFeeRate is the fee rate of history rows: 0.60%, WeChat's
+// standard rate, written as the 费率 column shows it.
+const historyFeeRate = "0.60%"
+
+// historyFee is the fee of amount fen at 0.60%, rounded half up to the fen
+// as WeChat charges it, in the bill's 0.00001 yuan.
+func historyFee(amount int64) int64 { return (amount*6 + 500) / 1000 * 1000 }
+
+// historyRows lists what happened on the platform on day (China time) for
+// the account mchid: every payment that succeeded that day, as SUCCESS, and
+// every refund applied for that day, as REFUND with the refund's status
+// now. A payment stays SUCCESS after a later refund, as in WeChat's bills.
+// Payments come first, each part in time order.
+func (s *Server) historyRows(mchid string, day time.Time) []BillRow {
+	b := s.book()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	want := chinaDay(day)
+	var pays, refunds []BillRow
+	for _, o := range b.orders {
+		if o.MchID != mchid || o.TransactionID == "" || chinaDay(o.SuccessTime) != want {
+			continue
+		}
+		pays = append(pays, orderBillRow(o, o.SuccessTime))
+	}
+	for _, r := range b.refunds {
+		o := b.orders[r.OutTradeNo]
+		if r.MchID != mchid || o == nil || chinaDay(r.CreateTime) != want {
+			continue
+		}
+		row := orderBillRow(o, r.CreateTime)
+		row.TradeState, row.RefundID, row.OutRefundNo = "REFUND", r.RefundID, r.OutRefundNo
+		row.Refund, row.RefundStatus, row.Fee = r.Amount, r.Status, -historyFee(r.Amount)
+		refunds = append(refunds, row)
+	}
+	byTime := func(a, b BillRow) int {
+		if c := a.TradeTime.Compare(b.TradeTime); c != 0 {
+			return c
+		}
+		return strings.Compare(a.OutRefundNo+a.OutTradeNo, b.OutRefundNo+b.OutTradeNo)
+	}
+	slices.SortFunc(pays, byTime)
+	slices.SortFunc(refunds, byTime)
+	return append(pays, refunds...)
+}
+
+// orderBillRow is the payment row of a paid order at time at.
+func orderBillRow(o *Order, at time.Time) BillRow {
+	openID := o.Payer.OpenID
+	if o.Partner() {
+		openID = o.Payer.SpOpenID
+	}
+	return BillRow{TradeTime: at, AppID: o.AppID, MchID: o.MchID, SubMchID: o.SubMchID,
+		TransactionID: o.TransactionID, OutTradeNo: o.OutTradeNo, OpenID: openID, TradeType: o.TradeType,
+		TradeState: "SUCCESS", Total: o.Total, Description: o.Description, Attach: o.Attach,
+		Fee: historyFee(o.Total), Rate: historyFeeRate}
 }
 
 // Bills is the fake platform's bill desk: the trade-bill and fund-flow
 // application endpoints and the download endpoint, serving bills in
-// WeChat's format generated from rows the test gives.
+// WeChat's format. A trade bill lists the rows the test gives and then,
+// unless BillOptions.NoHistory, the platform's own payments and refunds of
+// the day; a fund-flow bill lists only the rows the test gives.
 type Bills struct {
 	mu       sync.Mutex
 	opts     BillOptions
@@ -106,13 +175,13 @@ type Bills struct {
 	next     int
 }
 
-// billFile is an applied-for bill, generated again at download time so
-// that a large bill is never held as text.
+// billFile is an applied-for bill, rendered when it was applied for (and
+// compressed, when gzip was asked for), as WeChat keeps bills as files.
 type billFile struct {
 	mchid   string
 	expires time.Time
 	gzip    bool
-	write   func(io.Writer) error
+	body    []byte
 }
 
 // Bills returns the server's bill desk: its endpoints GET
@@ -193,10 +262,17 @@ func (b *Bills) applyTrade(s *Server, c *Call) (int, any) {
 	sub := q.Get("sub_mchid")
 	b.mu.Lock()
 	all := append([]BillRow(nil), b.trade...)
-	source := b.opts.TradeRows
+	opts := b.opts
 	b.mu.Unlock()
-	if source != nil {
-		all = append(all, source(c.Merchant.MchID, day)...)
+	if opts.TradeRows != nil {
+		all = append(all, opts.TradeRows(c.Merchant.MchID, day)...)
+	}
+	if !opts.NoHistory {
+		for _, r := range s.historyRows(c.Merchant.MchID, day) {
+			if opts.EditHistoryRow == nil || opts.EditHistoryRow(&r) {
+				all = append(all, r)
+			}
+		}
 	}
 	var rows []BillRow
 	for _, r := range all {
@@ -248,12 +324,24 @@ func (b *Bills) applyFundFlow(s *Server, c *Call) (int, any) {
 // register hashes the bill, keeps it under a new token and answers the
 // application.
 func (b *Bills) register(s *Server, c *Call, write func(io.Writer) error) (int, any) {
+	// The bill is rendered once, as WeChat keeps a file: compressed (at
+	// the fastest level) when gzip was asked for, and hashed as text.
 	h := sha1.New()
-	if err := write(h); err != nil {
+	var body bytes.Buffer
+	gz := c.Request.URL.Query().Get("tar_type") == "GZIP"
+	var err error
+	if gz {
+		zw, _ := gzip.NewWriterLevel(&body, gzip.BestSpeed)
+		if err = write(io.MultiWriter(h, zw)); err == nil {
+			err = zw.Close()
+		}
+	} else {
+		err = write(io.MultiWriter(h, &body))
+	}
+	if err != nil {
 		return http.StatusInternalServerError, ErrorAnswer("SYSTEM_ERROR", err.Error())
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	gz := c.Request.URL.Query().Get("tar_type") == "GZIP"
 	b.mu.Lock()
 	validity := b.opts.URLValidity
 	if validity <= 0 {
@@ -264,7 +352,7 @@ func (b *Bills) register(s *Server, c *Call, write func(io.Writer) error) (int, 
 	}
 	b.next++
 	token := fmt.Sprintf("wxpaytest-bill-%d-%s", b.next, randomString(16))
-	b.files[token] = &billFile{mchid: c.Merchant.MchID, expires: s.Now().Add(validity), gzip: gz, write: write}
+	b.files[token] = &billFile{mchid: c.Merchant.MchID, expires: s.Now().Add(validity), gzip: gz, body: body.Bytes()}
 	b.mu.Unlock()
 	u := s.URL() + "/v3/billdownload/file?token=" + url.QueryEscape(token)
 	if gz {
@@ -288,14 +376,11 @@ func (b *Bills) download(s *Server, w http.ResponseWriter, r *http.Request) {
 	}
 	if f.gzip {
 		w.Header().Set("Content-Type", "application/x-gzip")
-		zw := gzip.NewWriter(w)
-		if f.write(zw) == nil {
-			zw.Close()
-		}
-		return
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	f.write(w)
+	w.Header().Set("Content-Length", strconv.Itoa(len(f.body)))
+	w.Write(f.body)
 }
 
 // yuan writes fen with two decimals, and fee units with five.

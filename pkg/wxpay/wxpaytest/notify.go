@@ -92,6 +92,9 @@ type Notification struct {
 
 	key  *PlatformKey
 	opts NotificationOptions
+	// v2 marks a legacy API v2 XML body: it is posted unsigned as
+	// text/xml, and only an answer with return_code SUCCESS acknowledges it.
+	v2 bool
 }
 
 // NotificationOptions tunes a notification. Zero fields get realistic
@@ -174,8 +177,16 @@ func (s *Server) NewNotification(m *Merchant, eventType string, resource any, o 
 	return n, nil
 }
 
-// notificationHeaders signs n anew, as WeChat does for every attempt.
+// notificationHeaders signs n anew, as WeChat does for every attempt. A v2
+// body carries its own sign (or none, for a refund), so its headers are
+// only the content type and the user agent.
 func (s *Server) notificationHeaders(n *Notification) http.Header {
+	if n.v2 {
+		h := http.Header{}
+		h.Set("Content-Type", "text/xml")
+		h.Set("User-Agent", "Mozilla/4.0")
+		return h
+	}
 	at := s.now()
 	if !n.opts.Timestamp.IsZero() {
 		at = n.opts.Timestamp
@@ -228,7 +239,13 @@ const DeliveryTimeout = 5 * time.Second
 // Options.TimeScale, signing each attempt anew. It returns the attempts;
 // the error is ErrNotDelivered after the last one, or ctx's error.
 func (s *Server) Deliver(ctx context.Context, url string, n *Notification) ([]Attempt, error) {
-	client := &http.Client{Timeout: DeliveryTimeout}
+	return s.deliver(ctx, &http.Client{Timeout: DeliveryTimeout}, url, n, s.opts.TimeScale, nil)
+}
+
+// deliver is the one delivery loop, shared by Deliver and the platform's
+// own notifications (autonotify.go); onAttempt, when set, runs after each
+// attempt.
+func (s *Server) deliver(ctx context.Context, client *http.Client, url string, n *Notification, scale float64, onAttempt func(Attempt)) ([]Attempt, error) {
 	var attempts []Attempt
 	for i := 0; ; i++ {
 		if i > 0 {
@@ -236,13 +253,19 @@ func (s *Server) Deliver(ctx context.Context, url string, n *Notification) ([]At
 		}
 		a := deliverOnce(ctx, client, url, n)
 		attempts = append(attempts, a)
-		if a.Err == nil && a.StatusCode >= 200 && a.StatusCode < 300 {
+		if onAttempt != nil {
+			onAttempt(a)
+		}
+		if acknowledged(n, a) {
 			return attempts, nil
+		}
+		if ctx.Err() != nil {
+			return attempts, ctx.Err()
 		}
 		if i >= len(RetrySchedule) {
 			return attempts, fmt.Errorf("%w after %d attempts", ErrNotDelivered, len(attempts))
 		}
-		wait := time.Duration(float64(RetrySchedule[i]) * s.opts.TimeScale)
+		wait := time.Duration(float64(RetrySchedule[i]) * scale)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -251,6 +274,20 @@ func (s *Server) Deliver(ctx context.Context, url string, n *Notification) ([]At
 		case <-t.C:
 		}
 	}
+}
+
+// acknowledged reports whether an attempt counts as received: a 2xx
+// answer, and for a v2 body also an XML answer with return_code SUCCESS,
+// since a v2 receiver says FAIL in the body.
+func acknowledged(n *Notification, a Attempt) bool {
+	if a.Err != nil || a.StatusCode < 200 || a.StatusCode >= 300 {
+		return false
+	}
+	if !n.v2 {
+		return true
+	}
+	f, err := wxpay.ParseV2XML(a.Body)
+	return err == nil && f["return_code"] == "SUCCESS"
 }
 
 func deliverOnce(ctx context.Context, client *http.Client, url string, n *Notification) Attempt {

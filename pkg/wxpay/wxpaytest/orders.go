@@ -313,8 +313,13 @@ func (s *Server) Orders() []Order {
 
 // Pay makes the payer pay an unpaid (or paying) order: SUCCESS, with a
 // transaction_id, the success time on the platform clock and a payer.
+// With AutoNotify on, it sends the TRANSACTION.SUCCESS notification.
 func (s *Server) Pay(outTradeNo string) (Order, error) {
-	return s.settle(outTradeNo, wxpay.TradeStateSuccess)
+	o, err := s.settle(outTradeNo, wxpay.TradeStateSuccess)
+	if err == nil {
+		s.autoNotifyPayment(o)
+	}
+	return o, err
 }
 
 // FailPayment ends an unpaid (or paying) order in PAYERROR.
@@ -413,7 +418,8 @@ func (s *Server) Refunds() []RefundRecord {
 }
 
 // CompleteRefund moves a PROCESSING refund to SUCCESS, with the success
-// time on the platform clock.
+// time on the platform clock. With AutoNotify on, CompleteRefund,
+// FailRefund and CloseRefund send the refund's REFUND.* notification.
 func (s *Server) CompleteRefund(outRefundNo string) (RefundRecord, error) {
 	return s.finishRefund(outRefundNo, wxpay.RefundStatusSuccess)
 }
@@ -430,6 +436,14 @@ func (s *Server) CloseRefund(outRefundNo string) (RefundRecord, error) {
 }
 
 func (s *Server) finishRefund(outRefundNo, status string) (RefundRecord, error) {
+	r, err := s.setRefundStatus(outRefundNo, status)
+	if err == nil {
+		s.autoNotifyRefund(r)
+	}
+	return r, err
+}
+
+func (s *Server) setRefundStatus(outRefundNo, status string) (RefundRecord, error) {
 	b := s.book()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -454,11 +468,7 @@ func (s *Server) RefundNotification(outRefundNo string, opts NotificationOptions
 	if !ok {
 		return nil, fmt.Errorf("%w: refund %s", ErrUnknown, outRefundNo)
 	}
-	event := map[string]string{
-		wxpay.RefundStatusSuccess:  wxpay.EventRefundSuccess,
-		wxpay.RefundStatusAbnormal: wxpay.EventRefundAbnormal,
-		wxpay.RefundStatusClosed:   wxpay.EventRefundClosed,
-	}[r.Status]
+	event := refundEvents[r.Status]
 	if event == "" {
 		return nil, fmt.Errorf("%w: refund %s is %s, not finished", ErrBadTransition, outRefundNo, r.Status)
 	}

@@ -18,6 +18,11 @@
 // Routes are registered with HandleAPI, so later parts of the platform
 // (orders, refunds, bills) plug in without touching authentication or
 // answer signing.
+//
+// AutoNotify makes the platform send the notification of each state change
+// it makes by itself, with faults on purpose (dropped, delayed, duplicated,
+// legacy v2 XML). The trade bills list the platform's own payments and
+// refunds, besides rows a test adds.
 package wxpaytest
 
 import (
@@ -108,6 +113,8 @@ type Server struct {
 	orders *book
 	// bills is the bill desk (bills.go).
 	bills *Bills
+	// notify sends the platform's own notifications (autonotify.go).
+	notify *notifier
 	// routes maps each HandleAPI pattern to its current function.
 	routes map[string]APIFunc
 
@@ -180,6 +187,7 @@ func NewServer(t TB, opts Options) *Server {
 	}
 	s.HandleAPI("GET /v3/certificates", s.serveCertificates)
 	s.orders = newBook()
+	s.notify = newNotifier()
 	s.registerOrderRoutes()
 	s.registerBillRoutes()
 	s.ts = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
@@ -193,8 +201,11 @@ func NewServer(t TB, opts Options) *Server {
 func (s *Server) URL() string { return s.ts.URL }
 
 // Close shuts the server down. It releases held certificate requests
-// first, so that it does not wait for them.
+// first, so that it does not wait for them, and stops the notifications
+// the platform is sending by itself (AutoNotify), waiting for their
+// goroutines to return.
 func (s *Server) Close() {
+	s.notify.stop()
 	s.mu.Lock()
 	h := s.certsHold
 	s.certsHold = nil
