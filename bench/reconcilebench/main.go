@@ -20,13 +20,17 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/sha1"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -207,6 +211,16 @@ func benchBills(ctx context.Context, srv *wxpaytest.Server, m *wxpaytest.Merchan
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err
 	}
+	// What the fake platform spends making the bill when it is applied for
+	// (text, gzip, SHA-1): inside the end-to-end time, though WeChat
+	// serves a file it made in advance.
+	renderStart := time.Now()
+	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	if err := wxpaytest.WriteTradeBill(io.MultiWriter(zw, sha1.New()), wxpay.BillTypeAll, slices.Values(rows)); err != nil {
+		return err
+	}
+	zw.Close()
+	render := time.Since(renderStart)
 	srv.Bills().SetOptions(wxpaytest.BillOptions{NoHistory: true})
 	srv.Bills().AddTradeRows(rows...)
 	rows = nil
@@ -216,8 +230,8 @@ func benchBills(ctx context.Context, srv *wxpaytest.Server, m *wxpaytest.Merchan
 	if err != nil {
 		return fmt.Errorf("reconciler bills: %v", err)
 	}
-	fmt.Printf("bills: %d rows in %.2f s = %.0f rows/s end to end; peak RSS %.0f MB; CPU %.2f s\n",
-		n, wall.Seconds(), float64(n)/wall.Seconds(), rss, cpu.Seconds())
+	fmt.Printf("bills: %d rows in %.2f s = %.0f rows/s end to end; peak RSS %.0f MB; CPU %.2f s; of the wall time, the fake platform's rendering of the bill took about %.2f s (without it: %.0f rows/s)\n",
+		n, wall.Seconds(), float64(n)/wall.Seconds(), rss, cpu.Seconds(), render.Seconds(), float64(n)/(wall-render).Seconds())
 	return nil
 }
 

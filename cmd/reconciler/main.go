@@ -296,7 +296,7 @@ func work(ctx context.Context, s *settings, clients []config.MerchantClient, log
 		r := reconcile.New(ms, tracking.NewStore(rdb, tracking.Config{KeyPrefix: s.keyPrefix}),
 			events.NewPublisher(js, events.PublisherConfig{}), reconcile.Config{
 				StaleAfter: s.staleAfter, ExpireAfter: s.expireAfter, MaxAge: s.age, Rate: s.rate,
-				BackoffBase: backoffBase, Logger: log,
+				BackoffBase: backoffBase, Logger: log, Progress: progressAdapter{progress},
 			})
 		if s.orders {
 			sum, err := r.Orders(ctx)

@@ -2,12 +2,14 @@ package reconcile
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -327,6 +329,7 @@ func (b *billRun) run(ctx context.Context) {
 		return
 	}
 	name := fmt.Sprintf("%s_%s_%s.csv", b.bill, b.res.Type, b.res.Date)
+	start := time.Now()
 	path, hash, err := b.fetch(ctx, dir, name, func(ctx context.Context) (*wxpay.Bill, error) { return apply(ctx, b.day) })
 	switch {
 	case errors.Is(err, errEmptyDay):
@@ -337,8 +340,9 @@ func (b *billRun) run(ctx context.Context) {
 		return
 	default:
 		b.res.File, b.res.HashValue = path, hash
-		b.log.Info().Str("file", path).Str("hash_value", hash).Msg("bill verified and stored")
+		b.log.Info().Str("file", path).Str("hash_value", hash).Stringer("took", time.Since(start).Round(time.Millisecond)).Msg("bill verified and stored")
 	}
+	start = time.Now()
 	ready := BillReady{Bill: b.bill, BillDate: b.res.Date, Empty: b.res.Empty, File: b.res.File, HashValue: b.res.HashValue}
 	if b.bill == BillTrade {
 		ready.BillType = b.res.Type
@@ -365,7 +369,9 @@ func (b *billRun) run(ctx context.Context) {
 		b.fail(err, "publishing bill.ready")
 		return
 	}
-	b.log.Info().Int64("rows", b.res.Rows).Int64("matched", b.res.Matched).Int64("mismatches", b.res.MismatchCount()).Msg("bill reconciled")
+	took := time.Since(start)
+	b.log.Info().Int64("rows", b.res.Rows).Int64("matched", b.res.Matched).Int64("mismatches", b.res.MismatchCount()).
+		Stringer("took", took.Round(time.Millisecond)).Float64("rows_per_second", math.Round(float64(b.res.Rows)/took.Seconds())).Msg("bill reconciled")
 }
 
 // fetch applies for a bill and downloads it to dir/name, through a
@@ -527,24 +533,50 @@ func (b *billRun) matchTrade(ctx context.Context, path string) (BillTotals, erro
 		}
 		defer done()
 		tr := wxpay.NewTradeBillReader(r)
-		batch := make([]wxpay.TradeBillRow, 0, matchBatch)
-		for {
-			row, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return totals, err
-			}
-			b.res.Rows++
-			if batch = append(batch, row); len(batch) == matchBatch {
-				if err := mt.rows(ctx, batch); err != nil {
-					return totals, err
+		// One goroutine parses while this one looks rows up in Redis and
+		// compares them: the two halves take about as long each.
+		pctx, stop := context.WithCancel(ctx)
+		defer stop()
+		batches := make(chan []wxpay.TradeBillRow, 2)
+		var rows int64
+		var parseErr error
+		go func() {
+			defer close(batches)
+			batch := make([]wxpay.TradeBillRow, 0, matchBatch)
+			for {
+				row, err := tr.Next()
+				if err == io.EOF {
+					break
 				}
-				batch = batch[:0]
+				if err != nil {
+					parseErr = err
+					return
+				}
+				rows++
+				if batch = append(batch, row); len(batch) == matchBatch {
+					select {
+					case batches <- batch:
+					case <-pctx.Done():
+						return
+					}
+					batch = make([]wxpay.TradeBillRow, 0, matchBatch)
+				}
+			}
+			select {
+			case batches <- batch:
+			case <-pctx.Done():
+			}
+		}()
+		var matchErr error
+		for batch := range batches {
+			if matchErr == nil {
+				if matchErr = mt.rows(ctx, batch); matchErr != nil {
+					stop() // the parser stops; the channel is drained
+				}
 			}
 		}
-		if err := mt.rows(ctx, batch); err != nil {
+		b.res.Rows = rows
+		if err := cmp.Or(matchErr, parseErr); err != nil {
 			return totals, err
 		}
 		s := tr.Summary()

@@ -31,6 +31,7 @@ const (
 	DefaultBackoffBase = time.Second
 	DefaultBackoffMax  = 30 * time.Second
 	DefaultMaxAttempts = 5
+	DefaultWorkers     = 4
 )
 
 // Merchant is one configured merchant and its client.
@@ -63,6 +64,13 @@ type Config struct {
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 	MaxAttempts int
+	// Workers is how many items are queried at once (default
+	// DefaultWorkers), all within Rate: one call takes several
+	// milliseconds of signing, round trip and verification, so a single
+	// worker could not keep up with a rate of a few hundred a second.
+	Workers int
+	// Progress, when set, shows the querying on a terminal.
+	Progress Progress
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger zerolog.Logger
@@ -89,6 +97,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.Workers <= 0 {
+		c.Workers = DefaultWorkers
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -190,25 +201,75 @@ func (r *Reconciler) Orders(ctx context.Context) (Summary, error) {
 				continue
 			}
 			mlog.Info().Str("kind", string(kind)).Int("items", len(items)).Msg("querying pending items")
-			for _, it := range items {
-				if ctx.Err() != nil {
-					return s, context.Cause(ctx)
-				}
+			r.query(ctx, m, kind, items, now, mlog, &s)
+		}
+	}
+	if ctx.Err() != nil {
+		return s, context.Cause(ctx)
+	}
+	return s, nil
+}
+
+// query works through items with up to Workers goroutines, all sharing
+// the rate limit. Each worker counts into its own Summary, added to s at
+// the end. Once ctx is done no further item is started.
+func (r *Reconciler) query(ctx context.Context, m Merchant, kind tracking.Kind, items []tracking.Item, now time.Time, mlog zerolog.Logger, s *Summary) {
+	var task ProgressTask
+	if r.cfg.Progress != nil {
+		task = r.cfg.Progress.Start(fmt.Sprintf("querying %s's pending %ss", m.MchID, kind), int64(len(items)), false)
+		defer task.Done()
+	}
+	workers := min(r.cfg.Workers, len(items))
+	parts := make([]Summary, workers)
+	next := make(chan tracking.Item)
+	var wg sync.WaitGroup
+	for i := range parts {
+		parts[i].Published = map[string]int{}
+		wg.Go(func() {
+			for it := range next {
 				lc := mlog.With().Str(string(kind), it.ID)
 				if it.SubMchID != "" {
 					lc = lc.Str("sub_mchid", it.SubMchID)
 				}
-				w := &work{r: r, m: m, kind: kind, item: it, age: now.Sub(it.Created), s: &s,
+				w := &work{r: r, m: m, kind: kind, item: it, age: now.Sub(it.Created), s: &parts[i],
 					log: lc.Stringer("age", now.Sub(it.Created).Round(time.Second)).Logger()}
 				if kind == tracking.Order {
 					w.order(ctx)
 				} else {
 					w.refund(ctx)
 				}
+				if task != nil {
+					task.Add(1)
+				}
 			}
+		})
+	}
+feed:
+	for _, it := range items {
+		select {
+		case next <- it:
+		case <-ctx.Done():
+			break feed
 		}
 	}
-	return s, nil
+	close(next)
+	wg.Wait()
+	for _, p := range parts {
+		s.add(p)
+	}
+}
+
+// add counts o's items into s.
+func (s *Summary) add(o Summary) {
+	s.Queried += o.Queried
+	s.Closed += o.Closed
+	s.Dropped += o.Dropped
+	s.StillPending += o.StillPending
+	s.Skipped += o.Skipped
+	s.Errors += o.Errors
+	for k, n := range o.Published {
+		s.Published[k] += n
+	}
 }
 
 // skip returns the items m's client can query, and counts and logs the

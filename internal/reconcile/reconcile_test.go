@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,6 +38,9 @@ type env struct {
 	store  *tracking.Store
 	pub    *events.Publisher
 	log    *testenv.Buffer
+	// workers and progress go to the Reconciler's Config.
+	workers  int
+	progress reconcile.Progress
 }
 
 func newEnv(t *testing.T) *env {
@@ -68,6 +73,7 @@ func (e *env) run() reconcile.Summary {
 	e.t.Helper()
 	r := reconcile.New([]reconcile.Merchant{{MchID: e.m.MchID, Client: e.client}}, e.store, e.pub, reconcile.Config{
 		Rate: 1000, BackoffBase: time.Millisecond, BackoffMax: 4 * time.Millisecond, Logger: zerolog.New(e.log),
+		Workers: e.workers, Progress: e.progress,
 	})
 	s, err := r.Orders(e.ctx)
 	if err != nil {
@@ -399,6 +405,7 @@ func TestBadSignaturePublishesNothingAndTheRestIsDone(t *testing.T) {
 	e.paid("GOOD")
 	e.pending(tracking.Order, "BAD", 20*time.Minute) // oldest: queried first
 	e.pending(tracking.Order, "GOOD", 10*time.Minute)
+	e.workers = 1 // the answer's signature is switched per request, one at a time
 	e.srv.HandleAPI(queryRoute, func(c *wxpaytest.Call) (int, any) {
 		no := c.Request.PathValue("no")
 		e.srv.SetBadAnswerSignatures(no == "BAD")
@@ -659,5 +666,53 @@ func TestLockIsRefreshedAndOnlyTheOwnerReleases(t *testing.T) {
 	}
 	if v, _ := e.rdb.Get(e.ctx, key).Result(); v != "someone-else" {
 		t.Fatalf("released another owner's lock: %q", v)
+	}
+}
+
+// countingProgress records what the reconciler shows.
+type countingProgress struct {
+	mu     sync.Mutex
+	totals []int64
+	added  atomic.Int64
+	done   atomic.Int32
+}
+
+func (p *countingProgress) Start(label string, total int64, bytes bool) reconcile.ProgressTask {
+	p.mu.Lock()
+	p.totals = append(p.totals, total)
+	p.mu.Unlock()
+	return p
+}
+func (p *countingProgress) Add(n int64) { p.added.Add(n) }
+func (p *countingProgress) Done()       { p.done.Add(1) }
+
+func TestItemsAreQueriedConcurrentlyWithinTheRate(t *testing.T) {
+	e := newEnv(t)
+	for i := range 12 {
+		no := fmt.Sprintf("T%02d", i)
+		e.paid(no)
+		e.pending(tracking.Order, no, 10*time.Minute)
+	}
+	var inFlight, most atomic.Int32
+	e.srv.HandleAPI(queryRoute, func(c *wxpaytest.Call) (int, any) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(30 * time.Millisecond) // a slow answer: the others go on meanwhile
+		o, _ := e.srv.Order(c.Request.PathValue("no"))
+		return http.StatusOK, o.Transaction()
+	})
+	p := &countingProgress{}
+	e.workers, e.progress = 3, p
+	s := e.run()
+	if s.Published[wxpay.EventTransactionSuccess] != 12 || s.Queried != 12 || s.Errors != 0 {
+		t.Fatalf("summary %s\n%s", s, e.log)
+	}
+	if m := most.Load(); m < 2 || m > 3 {
+		t.Fatalf("at most %d queries were in flight at once, want 2 or 3 (Workers 3)", m)
+	}
+	if len(p.totals) != 1 || p.totals[0] != 12 || p.added.Load() != 12 || p.done.Load() != 1 {
+		t.Fatalf("progress: totals %v, added %d, done %d", p.totals, p.added.Load(), p.done.Load())
 	}
 }
