@@ -308,3 +308,68 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// SIGTERM (the run's context) stops a run between items: what was
+// published left the pending set, the rest stays for the next run, and the
+// lock is released.
+func TestRunStopsBetweenItemsAndReleasesTheLock(t *testing.T) {
+	srv, m, env, rdb, store := setup(t)
+	ctx := context.Background()
+	for i := range 40 {
+		no := fmt.Sprintf("T%02d", i)
+		srv.CreateOrder(wxpaytest.NewOrder{MchID: m.MchID, OutTradeNo: no, Total: 5})
+		srv.Pay(no)
+		store.AddPending(ctx, tracking.Order, m.MchID, no, time.Now().Add(-time.Hour))
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	var out testenv.Buffer
+	go func() {
+		done <- run(runCtx, []string{"orders", "--rate", "20"}, func(k string) string { return env[k] }, &out, io.Discard)
+	}()
+	// Stop once a few have been published (20/s: 40 would take 2 s).
+	stream := "wxpay:pending:order:" + m.MchID
+	for deadline := time.Now().Add(10 * time.Second); rdb.ZCard(ctx, stream).Val() > 35; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing was published")
+		}
+	}
+	stop()
+	select {
+	case err := <-done:
+		if exitCode(err) != 1 || !errors.Is(err, context.Canceled) {
+			t.Fatalf("stopped run: exit %d, %v", exitCode(err), err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the run did not stop within 5 s of its context")
+	}
+	left := rdb.ZCard(ctx, stream).Val()
+	if left == 0 || left >= 40 {
+		t.Fatalf("%d pending after the stop, want some published and some left", left)
+	}
+	if n, _ := rdb.Exists(ctx, reconcile.LockKey(events.DefaultKeyPrefix)).Result(); n != 0 {
+		t.Fatal("the lock was not released")
+	}
+	// Every order that left the pending set was published (and no more).
+	_, js := testenv.Connect(t, env["NATS_URL"])
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := int64(info.State.Msgs); got != 40-left {
+		t.Fatalf("%d events published, %d orders left the pending set", got, 40-left)
+	}
+	// The next run finishes the rest.
+	out = testenv.Buffer{}
+	if err := run(ctx, []string{"orders", "--rate", "200"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if got := rdb.ZCard(ctx, stream).Val(); got != 0 {
+		t.Fatalf("%d still pending after the next run", got)
+	}
+}

@@ -32,6 +32,9 @@ const (
 	DefaultBackoffMax  = 30 * time.Second
 	DefaultMaxAttempts = 5
 	DefaultWorkers     = 4
+	// itemGrace is how long the items under way may take to finish once
+	// a run is stopped.
+	itemGrace = 10 * time.Second
 )
 
 // Merchant is one configured merchant and its client.
@@ -222,6 +225,13 @@ func (r *Reconciler) query(ctx context.Context, m Merchant, kind tracking.Kind, 
 	workers := min(r.cfg.Workers, len(items))
 	parts := make([]Summary, workers)
 	next := make(chan tracking.Item)
+	// An item under way finishes when the run is stopped (SIGTERM, the
+	// lock lost): its event published and its entry removed, not one
+	// without the other. It gets itemGrace to do so.
+	itemCtx, cancelItems := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelItems()
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(itemGrace, cancelItems) })
+	defer stopGrace()
 	var wg sync.WaitGroup
 	for i := range parts {
 		parts[i].Published = map[string]int{}
@@ -234,9 +244,9 @@ func (r *Reconciler) query(ctx context.Context, m Merchant, kind tracking.Kind, 
 				w := &work{r: r, m: m, kind: kind, item: it, age: now.Sub(it.Created), s: &parts[i],
 					log: lc.Stringer("age", now.Sub(it.Created).Round(time.Second)).Logger()}
 				if kind == tracking.Order {
-					w.order(ctx)
+					w.order(itemCtx)
 				} else {
-					w.refund(ctx)
+					w.refund(itemCtx)
 				}
 				if task != nil {
 					task.Add(1)
@@ -246,6 +256,9 @@ func (r *Reconciler) query(ctx context.Context, m Merchant, kind tracking.Kind, 
 	}
 feed:
 	for _, it := range items {
+		if ctx.Err() != nil {
+			break
+		}
 		select {
 		case next <- it:
 		case <-ctx.Done():

@@ -716,3 +716,38 @@ func TestItemsAreQueriedConcurrentlyWithinTheRate(t *testing.T) {
 		t.Fatalf("progress: totals %v, added %d, done %d", p.totals, p.added.Load(), p.done.Load())
 	}
 }
+
+// A run stopped while an item is under way lets that item finish (event
+// published and entry removed, never one without the other) and starts no
+// other.
+func TestStopLetsTheItemUnderWayFinish(t *testing.T) {
+	e := newEnv(t)
+	for _, no := range []string{"T1", "T2", "T3"} {
+		e.paid(no)
+	}
+	e.pending(tracking.Order, "T1", 30*time.Minute)
+	e.pending(tracking.Order, "T2", 20*time.Minute)
+	e.pending(tracking.Order, "T3", 10*time.Minute)
+	ctx, stop := context.WithCancel(e.ctx)
+	defer stop()
+	var calls atomic.Int32
+	e.srv.HandleAPI(queryRoute, func(c *wxpaytest.Call) (int, any) {
+		calls.Add(1)
+		stop() // SIGTERM while WeChat is answering
+		o, _ := e.srv.Order(c.Request.PathValue("no"))
+		return http.StatusOK, o.Transaction()
+	})
+	r := reconcile.New([]reconcile.Merchant{{MchID: e.m.MchID, Client: e.client}}, e.store, e.pub, reconcile.Config{
+		Rate: 1000, Workers: 1, Logger: zerolog.New(e.log),
+	})
+	s, err := r.Orders(ctx)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Orders returned %v, want the stop", err)
+	}
+	if calls.Load() != 1 || s.Published[wxpay.EventTransactionSuccess] != 1 || s.Errors != 0 || e.messages() != 1 {
+		t.Fatalf("%d queries, summary %s, %d messages", calls.Load(), s, e.messages())
+	}
+	if e.isPending(tracking.Order, "T1") || !e.isPending(tracking.Order, "T2") || !e.isPending(tracking.Order, "T3") {
+		t.Fatal("want T1 published and removed, T2 and T3 pending")
+	}
+}
