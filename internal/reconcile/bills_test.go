@@ -85,7 +85,11 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newBillEnv(t *testing.T) *billEnv {
+func newBillEnv(t *testing.T) *billEnv { return newBillEnvMode(t, false) }
+
+// newBillEnvMode is newBillEnv with the merchant as a service provider
+// (partner mode) when partner is set.
+func newBillEnvMode(t *testing.T, partner bool) *billEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
@@ -94,6 +98,7 @@ func newBillEnv(t *testing.T) *billEnv {
 	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
 	e := &billEnv{t: t, ctx: ctx, srv: srv, m: m, dir: t.TempDir(), log: &testenv.Buffer{}, clock: clock}
 	cfg := srv.ClientConfig(m)
+	cfg.PartnerMode = partner
 	cfg.OnRequest = func(info wxpay.RequestInfo) {
 		if e.onRequest != nil {
 			e.onRequest(info)
@@ -496,5 +501,26 @@ func TestBillUnsignedNoStatementIsNotAnEmptyDay(t *testing.T) {
 	}
 	if len(e.ready()) != 0 {
 		t.Fatalf("bill.ready %+v", e.ready())
+	}
+}
+
+// In partner mode the service provider's bill lists every sub-merchant
+// (特约商户号), and the ledger holds them all under the provider's mchid,
+// as the events do.
+func TestBillPartnerModeMatchesEverySubMerchant(t *testing.T) {
+	e := newBillEnvMode(t, true)
+	a, b := e.payment("4200000001", "T1", 100, 9), e.payment("4200000002", "T1", 200, 10) // same out_trade_no, two sub-merchants
+	a.SubMchID, b.SubMchID = "1900000109", "1900000110"
+	missing := e.payment("4200000003", "T3", 300, 11)
+	missing.SubMchID = "1900000110"
+	e.srv.Bills().AddTradeRows(a, b, missing)
+	e.ledger("4200000001", a.TradeTime, tracking.Entry{OutTradeNo: "T1", Amount: 100, State: "SUCCESS"})
+	e.ledger("4200000002", b.TradeTime, tracking.Entry{OutTradeNo: "T1", Amount: 200, State: "SUCCESS"})
+	s := e.run(reconcile.BillOptions{})
+	if s.Errors != 0 || s.Rows != 3 || s.Bills[0].Matched != 2 || s.Mismatches != 1 {
+		t.Fatalf("summary %s %+v\n%s", s, s.Bills, e.log)
+	}
+	if mm := e.mismatches(); len(mm) != 1 || mm[0].TransactionID != "4200000003" || mm[0].Kind != reconcile.MismatchMissingInLedger {
+		t.Fatalf("mismatches %+v", mm)
 	}
 }
