@@ -7,6 +7,7 @@
 //	go run ./test/mutate              # every mutation, two at a time
 //	go run ./test/mutate -only 'dead letter'
 //	go run ./test/mutate -list        # print the mutations, run nothing
+//	go run ./test/mutate -cache DIR   # skip what was killed before from unchanged sources
 //
 // A mutation whose snippet no longer occurs exactly once, or whose mutated
 // tree does not compile, is reported as invalid and fails the run too: a
@@ -47,6 +48,7 @@ func run(args []string, out io.Writer) error {
 	only := fs.String("only", "", "run only mutations whose name matches this regular expression")
 	list := fs.Bool("list", false, "print the mutations and exit")
 	timeout := fs.Duration("timeout", 4*time.Minute, "longest run of one mutation's tests")
+	cacheDir := fs.String("cache", "", "remember killed mutations in this directory and skip them while nothing their tests are built from changed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -98,8 +100,14 @@ func run(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "mutate: %d mutations, %d at a time\n", len(muts), *jobs)
 	start := time.Now()
+	keys := make([]string, len(muts))
+	if *cacheDir != "" {
+		if keys, err = cacheKeys(*root, muts, files, *jobs); err != nil {
+			return fmt.Errorf("-cache: %w", err)
+		}
+	}
+	fmt.Fprintf(out, "mutate: %d mutations, %d at a time\n", len(muts), *jobs)
 	results := make([]result, len(muts))
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -123,10 +131,21 @@ func run(args []string, out io.Writer) error {
 				return
 			}
 			for i := range next {
-				res := runOne(work, muts[i], *timeout)
+				var res result
+				if cached(*cacheDir, keys[i]) {
+					res = result{verdict: verdictKilled, cached: true}
+				} else if res = runOne(work, muts[i], *timeout); res.verdict == verdictKilled {
+					if err := remember(*cacheDir, keys[i]); err != nil {
+						fmt.Fprintln(out, "mutate: cache:", err)
+					}
+				}
 				mu.Lock()
 				results[i] = res
-				fmt.Fprintf(out, "%-8s %5.1fs  %s\n", res.verdict, res.took.Seconds(), muts[i].Name)
+				if res.cached {
+					fmt.Fprintf(out, "%-8s cached  %s\n", res.verdict, muts[i].Name)
+				} else {
+					fmt.Fprintf(out, "%-8s %5.1fs  %s\n", res.verdict, res.took.Seconds(), muts[i].Name)
+				}
 				mu.Unlock()
 			}
 		}()
@@ -140,16 +159,19 @@ func run(args []string, out io.Writer) error {
 		return setupErr
 	}
 	var bad []string
-	killed := 0
+	killed, fromCache := 0, 0
 	for i, r := range results {
 		if r.verdict == verdictKilled {
 			killed++
+			if r.cached {
+				fromCache++
+			}
 			continue
 		}
 		bad = append(bad, fmt.Sprintf("%s %s (%s)\n    go test %s\n%s", r.verdict, muts[i].Name, muts[i].Where(),
 			strings.Join(muts[i].Run, " "), indent(tail(r.output, 25), "    | ")))
 	}
-	fmt.Fprintf(out, "mutate: %d of %d mutations killed in %s\n", killed, len(muts), time.Since(start).Round(time.Second))
+	fmt.Fprintf(out, "mutate: %d of %d mutations killed (%d known from the cache) in %s\n", killed, len(muts), fromCache, time.Since(start).Round(time.Second))
 	if len(bad) > 0 {
 		sort.Strings(bad)
 		return fmt.Errorf("%d mutation(s) not killed: the tests named for them pass with the guarantee broken, or the mutation is invalid:\n%s",
@@ -166,6 +188,7 @@ const (
 
 type result struct {
 	verdict string
+	cached  bool // killed in an earlier run from the same sources
 	took    time.Duration
 	output  string
 }
@@ -191,7 +214,9 @@ func runOne(work string, m Mutation, timeout time.Duration) result {
 	defer cancel()
 	// -trimpath lets the copies share the build cache; -vet=off because a
 	// mutation is judged by the tests, not by vet.
-	args := append([]string{"test", "-count=1", "-trimpath", "-vet=off", "-timeout", timeout.String()}, m.Run...)
+	// -failfast: one failing test is enough; -ldflags -s -w: smaller,
+	// faster links of the many test binaries.
+	args := append([]string{"test", "-count=1", "-trimpath", "-vet=off", "-failfast", "-ldflags=-s -w", "-timeout", timeout.String()}, m.Run...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = work
 	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")

@@ -166,3 +166,52 @@ func TestRunFailsOnASurvivor(t *testing.T) {
 		t.Errorf("a stale mutation list must fail before running: %v", err)
 	}
 }
+
+// TestCacheSkipsOnlyWhatDidNotChange: a kill is remembered; a second run
+// takes it from the cache; a change to the package's tests (or to any
+// file its tests are built from) runs it again, while a change elsewhere
+// does not.
+func TestCacheSkipsOnlyWhatDidNotChange(t *testing.T) {
+	root := t.TempDir()
+	write := func(name, text string) {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("go.mod", "module example.com/m\n\ngo 1.21\n")
+	write("calc/calc.go", "package calc\n\nfunc Sum(a, b int) int {\n\tif a == 0 {\n\t\treturn b\n\t}\n\treturn a + b\n}\n")
+	write("calc/calc_test.go", "package calc\n\nimport \"testing\"\n\nfunc TestSum(t *testing.T) {\n\tif Sum(2, 3) != 5 {\n\t\tt.Fatal(\"2+3\")\n\t}\n}\n")
+	write("other/other.go", "package other\n\nconst X = 1\n")
+	write("test/mutations/calc.txt", sampleList)
+	cache := t.TempDir()
+	runOnce := func() string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := run([]string{"-root", root, "-only", "second term", "-cache", cache}, &out); err != nil {
+			t.Fatalf("%v\n%s", err, out.String())
+		}
+		return out.String()
+	}
+	if out := runOnce(); !strings.Contains(out, "(0 known from the cache)") {
+		t.Fatalf("first run:\n%s", out)
+	}
+	if out := runOnce(); !strings.Contains(out, "(1 known from the cache)") || !strings.Contains(out, "cached") {
+		t.Fatalf("second run did not use the cache:\n%s", out)
+	}
+	write("other/other.go", "package other\n\nconst X = 2\n") // not a dependency of calc's tests
+	if out := runOnce(); !strings.Contains(out, "(1 known from the cache)") {
+		t.Fatalf("a change outside the tests' packages emptied the cache:\n%s", out)
+	}
+	write("calc/calc_test.go", "package calc\n\nimport \"testing\"\n\nfunc TestSum(t *testing.T) {\n\tif Sum(2, 3) != 5 || Sum(4, 4) != 8 {\n\t\tt.Fatal(\"sum\")\n\t}\n}\n")
+	if out := runOnce(); !strings.Contains(out, "(0 known from the cache)") {
+		t.Fatalf("a changed test was not run again:\n%s", out)
+	}
+	write("calc/testdata.json", "{}") // a non-Go file anywhere also counts
+	if out := runOnce(); !strings.Contains(out, "(0 known from the cache)") {
+		t.Fatalf("a new data file was not noticed:\n%s", out)
+	}
+}
