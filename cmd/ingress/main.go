@@ -4,6 +4,9 @@
 //
 // Usage: ingress [flags]; every flag also reads an environment variable
 // (see --help). The admin listener serves /healthz, /readyz and /metrics.
+//
+// ingress doctor [flags] checks the same settings before go-live and says
+// what is wrong and how to fix it (see ingress doctor --help).
 package main
 
 import (
@@ -69,6 +72,9 @@ type settings struct {
 // run is the whole command; ready, when not nil, receives the bound
 // public and admin addresses once serving (for tests).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready func(public, admin string)) error {
+	if len(args) > 0 && args[0] == "doctor" {
+		return runDoctor(ctx, args[1:], getenv, stdout)
+	}
 	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	s := settings{
