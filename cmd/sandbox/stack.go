@@ -347,7 +347,7 @@ func (sb *sandbox) reconcileOnce(ctx context.Context) {
 	err := reconcile.WithLock(ctx, sb.rdb, reconcile.LockKey(events.DefaultKeyPrefix), reconcile.DefaultLockTTL, func(ctx context.Context) error {
 		sum, err := sb.recon.Orders(ctx)
 		sb.reconMu.Lock()
-		addSummary(&sb.reconSum, sum)
+		sb.reconSum.Add(sum)
 		sb.reconMu.Unlock()
 		return err
 	})
@@ -356,21 +356,6 @@ func (sb *sandbox) reconcileOnce(ctx context.Context) {
 	}
 }
 
-// addSummary adds o's counts to s.
-func addSummary(s *reconcile.Summary, o reconcile.Summary) {
-	s.Queried += o.Queried
-	s.Closed += o.Closed
-	s.Dropped += o.Dropped
-	s.StillPending += o.StillPending
-	s.Skipped += o.Skipped
-	s.Errors += o.Errors
-	if s.Published == nil {
-		s.Published = map[string]int{}
-	}
-	for k, n := range o.Published {
-		s.Published[k] += n
-	}
-}
 
 // startAdmin serves /metrics, /healthz and /readyz of every part.
 func (sb *sandbox) startAdmin(ctx context.Context) error {

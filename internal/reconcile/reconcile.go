@@ -268,12 +268,15 @@ feed:
 	close(next)
 	wg.Wait()
 	for _, p := range parts {
-		s.add(p)
+		s.Add(p)
 	}
 }
 
-// add counts o's items into s.
-func (s *Summary) add(o Summary) {
+// Add counts o's items into s (several runs, or several workers of one).
+func (s *Summary) Add(o Summary) {
+	if s.Published == nil {
+		s.Published = map[string]int{}
+	}
 	s.Queried += o.Queried
 	s.Closed += o.Closed
 	s.Dropped += o.Dropped
