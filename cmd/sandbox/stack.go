@@ -356,7 +356,6 @@ func (sb *sandbox) reconcileOnce(ctx context.Context) {
 	}
 }
 
-
 // startAdmin serves /metrics, /healthz and /readyz of every part.
 func (sb *sandbox) startAdmin(ctx context.Context) error {
 	srv, addr, err := admin.Listen(sb.o.metricsAddr, admin.Handler(sb.reg))
