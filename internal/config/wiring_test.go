@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
@@ -22,8 +23,29 @@ func TestConnectRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rdb.Close()
-	if o := rdb.Options(); o.Addr != "127.0.0.1:6390" || o.DB != 3 || o.Password != "secret" {
+	if o := rdb.(*redis.Client).Options(); o.Addr != "127.0.0.1:6390" || o.DB != 3 || o.Password != "secret" {
 		t.Fatalf("got addr %s db %d, want 127.0.0.1:6390 db 3 with the password", o.Addr, o.DB)
+	}
+	// Sentinel: master_name; Cluster: further nodes as addr parameters.
+	sentinel, err := Common{RedisURL: "redis://:pw@127.0.0.1:26379/2?master_name=mymaster&addr=127.0.0.1:26380"}.ConnectRedis()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sentinel.Close()
+	if _, ok := sentinel.(*redis.Client); !ok || RedisMode("redis://h:26379?master_name=m") != RedisSentinel {
+		t.Fatalf("a master_name URL gave %T, want a failover *redis.Client", sentinel)
+	}
+	cluster, err := Common{RedisURL: "redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002"}.ConnectRedis()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	cc, ok := cluster.(*redis.ClusterClient)
+	if !ok || len(cc.Options().Addrs) != 3 || RedisMode("redis://h:6379/0") != RedisSingle {
+		t.Fatalf("an addr URL gave %T, want a *redis.ClusterClient of 3 seeds", cluster)
+	}
+	if _, err := (Common{RedisURL: "redis://h:7000?addr=h:7001&bogus=1"}).ConnectRedis(); err == nil || !strings.Contains(err.Error(), "Cluster") {
+		t.Fatalf("got %v, want an error naming the Cluster form", err)
 	}
 	if _, err := (Common{RedisURL: "http://x"}).ConnectRedis(); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
 		t.Fatalf("got %v, want an error naming REDIS_URL", err)

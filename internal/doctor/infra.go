@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -95,10 +96,10 @@ func CheckRedis(ctx context.Context, c config.Common, timeout time.Duration) Res
 	if err := rc.Ping(ctx).Err(); err != nil {
 		// go-redis retries a failed dial until the deadline and then says
 		// only that; one more dial tells why.
-		if errors.Is(err, context.DeadlineExceeded) {
+		if addr := firstRedisAddr(c.RedisURL); errors.Is(err, context.DeadlineExceeded) && addr != "" {
 			var d net.Dialer
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			conn, derr := d.DialContext(dctx, "tcp", rc.Options().Addr)
+			conn, derr := d.DialContext(dctx, "tcp", addr)
 			cancel()
 			if derr != nil {
 				err = derr
@@ -131,4 +132,17 @@ func CheckRedis(ctx context.Context, c config.Common, timeout time.Duration) Res
 	r.Status = OK
 	r.Message = fmt.Sprintf("%s answers PING; maxmemory-policy is %s", where, p)
 	return r
+}
+
+// firstRedisAddr is the host:port REDIS_URL names first (the server, the
+// first sentinel or the first cluster node); empty when it has none.
+func firstRedisAddr(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), "6379")
+	}
+	return u.Host
 }

@@ -17,8 +17,8 @@
 // sub_mchid, which the reconciler's queries need. The set's members stay
 // the plain numbers; the sub_mchid is kept next to the set, in the hash
 // <prefix>pending:order:<mchid>:sub (or refund): field out_trade_no or
-// out_refund_no, value sub_mchid. It is written with the member, in the
-// same MULTI/EXEC, and leaves with it.
+// out_refund_no, value sub_mchid. It is written just before the member
+// and removed just after it, so a reader never sees a member without it.
 //
 // # Ledger
 //
@@ -34,11 +34,12 @@
 //
 // The prefix is Config.KeyPrefix, default "wxpay:" (the worker's
 // REDIS_KEY_PREFIX). PendingKey, SubMchIDKey and LedgerKey name the keys.
-// Some calls write several keys of one merchant in one MULTI/EXEC:
-// RecordFinal (a day's ledger, a pending set and its sub_mchid hash),
-// RemovePending (a pending set and its sub_mchid hash) and AddPendingItem
-// with a sub_mchid (the same two). On Redis Cluster those keys would need
-// a common hash slot.
+// No command and no transaction spans two keys, so every key may live on
+// a different Redis Cluster node and keeps the name above (no hash tags).
+// Calls that write several keys (RecordFinal, RemovePending,
+// AddPendingItem with a sub_mchid) write them one after the other, in an
+// order that no reader can misread; each step is idempotent, and a caller
+// that fails half-way simply runs again.
 //
 // Redis must not evict these keys: run it with noeviction (or volatile-*
 // with room to spare).

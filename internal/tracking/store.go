@@ -97,8 +97,9 @@ func (s *Store) AddPending(ctx context.Context, kind Kind, mchid, id string, cre
 // AddPendingItem puts it into mchid's pending set of kind. If it.ID is
 // there already it keeps its first creation time, and its first sub_mchid.
 // Without a sub_mchid it touches PendingKey(kind, mchid) only; with one it
-// also writes the sub_mchid to SubMchIDKey(kind, mchid), in the same
-// MULTI/EXEC, so that no reader sees the member without it.
+// first writes the sub_mchid to SubMchIDKey(kind, mchid), then adds the
+// member, so that no reader sees the member without it. The two keys may
+// live on different Redis Cluster nodes: no command spans them.
 func (s *Store) AddPendingItem(ctx context.Context, kind Kind, mchid string, it Item) error {
 	if it.ID == "" {
 		return errors.New("tracking: a pending item without its out_trade_no or out_refund_no")
@@ -107,12 +108,10 @@ func (s *Store) AddPendingItem(ctx context.Context, kind Kind, mchid string, it 
 	if it.SubMchID == "" {
 		return s.rdb.ZAddNX(ctx, s.PendingKey(kind, mchid), member).Err()
 	}
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAddNX(ctx, s.PendingKey(kind, mchid), member)
-		p.HSetNX(ctx, s.SubMchIDKey(kind, mchid), it.ID, it.SubMchID)
-		return nil
-	})
-	return err
+	if err := s.rdb.HSetNX(ctx, s.SubMchIDKey(kind, mchid), it.ID, it.SubMchID).Err(); err != nil {
+		return err
+	}
+	return s.rdb.ZAddNX(ctx, s.PendingKey(kind, mchid), member).Err()
 }
 
 // Pending lists mchid's pending orders or refunds created at or before
@@ -145,15 +144,14 @@ func (s *Store) Pending(ctx context.Context, kind Kind, mchid string, before tim
 
 // RemovePending takes id out of mchid's pending set of kind, and its
 // sub_mchid with it: its final state was published, or it is dropped.
-// Removing an absent id is not an error. Touches PendingKey(kind, mchid)
-// and SubMchIDKey(kind, mchid) together, in one MULTI/EXEC.
+// Removing an absent id is not an error. Touches PendingKey(kind, mchid),
+// then SubMchIDKey(kind, mchid) (the member goes first, so no reader sees
+// it without its sub_mchid).
 func (s *Store) RemovePending(ctx context.Context, kind Kind, mchid, id string) error {
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRem(ctx, s.PendingKey(kind, mchid), id)
-		p.HDel(ctx, s.SubMchIDKey(kind, mchid), id)
-		return nil
-	})
-	return err
+	if err := s.rdb.ZRem(ctx, s.PendingKey(kind, mchid), id).Err(); err != nil {
+		return err
+	}
+	return s.rdb.HDel(ctx, s.SubMchIDKey(kind, mchid), id).Err()
 }
 
 // Entry is one final payment or refund in the ledger.
@@ -182,8 +180,12 @@ func (e Entry) pending() (Kind, string) {
 // mchid's ledger of when's China date, renews that day's expiry, and takes
 // e's out_refund_no (or else its out_trade_no) out of the pending set,
 // with its sub_mchid. A repeat writes the same state. Touches
-// LedgerKey(mchid, when), PendingKey(Refund or Order, mchid) and
-// SubMchIDKey(Refund or Order, mchid) together, in one MULTI/EXEC.
+// LedgerKey(mchid, when) (the entry and its expiry in one pipeline), then
+// the pending set as RemovePending does. The steps are not one
+// transaction (the keys may live on different Redis Cluster nodes): each
+// is idempotent, and one that fails makes the handler fail and run again;
+// an entry left pending by a crash in between is queried by the
+// reconciler, whose event is then a duplicate.
 func (s *Store) RecordFinal(ctx context.Context, mchid, id string, when time.Time, e Entry) error {
 	kind, member := e.pending()
 	if id == "" || member == "" {
@@ -194,14 +196,15 @@ func (s *Store) RecordFinal(ctx context.Context, mchid, id string, when time.Tim
 		return err
 	}
 	ledger := s.LedgerKey(mchid, when)
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, ledger, id, value)
 		p.Expire(ctx, ledger, s.ledgerTTL)
-		p.ZRem(ctx, s.PendingKey(kind, mchid), member)
-		p.HDel(ctx, s.SubMchIDKey(kind, mchid), member)
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return s.RemovePending(ctx, kind, mchid, member)
 }
 
 // Ledger returns mchid's ledger of day's China date, by transaction_id or

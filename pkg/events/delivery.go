@@ -193,6 +193,9 @@ func (r *Router) keepAlive(ctx context.Context, d *delivery, dedupeKey, token st
 	// long before the first extension is due, and then nothing ran.
 	var mu sync.Mutex // serialises ticks and stop
 	var stopped atomic.Bool
+	// The timers log through their own copy: process goes on changing
+	// d.log (the attempt number) while a timer may still fire.
+	log := d.log
 	var t, watchdog *time.Timer
 	hold := r.lockHold()
 	every := r.cfg.AckWait / 3
@@ -206,12 +209,12 @@ func (r *Router) keepAlive(ctx context.Context, d *delivery, dedupeKey, token st
 				if stopped.Load() {
 					return
 				}
-				d.log.Warn().Err(errLockUnconfirmed).Dur("unconfirmed_for", hold).Msg("lock not extended in time; cancelling the handlers")
+				log.Warn().Err(errLockUnconfirmed).Dur("unconfirmed_for", hold).Msg("lock not extended in time; cancelling the handlers")
 				cancel(errLockUnconfirmed)
 			})
 		}
 		if err := d.msg.InProgress(); err != nil {
-			d.log.Warn().Err(err).Msg("extending the ack wait failed")
+			log.Warn().Err(err).Msg("extending the ack wait failed")
 		}
 		sent := time.Now() // the extension runs from no earlier than this
 		rctx, rcancel := context.WithTimeout(ctx, r.opTimeout)
@@ -219,10 +222,10 @@ func (r *Router) keepAlive(ctx context.Context, d *delivery, dedupeKey, token st
 		rcancel()
 		switch {
 		case err != nil:
-			d.log.Warn().Err(err).Msg("extending the lock failed")
+			log.Warn().Err(err).Msg("extending the lock failed")
 			return every / 4
 		case !ok:
-			d.log.Warn().Err(errLockLost).Msg("lock lost; cancelling the handlers")
+			log.Warn().Err(errLockLost).Msg("lock lost; cancelling the handlers")
 			cancel(errLockLost)
 			return every
 		}
