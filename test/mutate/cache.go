@@ -20,7 +20,7 @@ import (
 // module's packages the test binaries import (go list -deps -test), and
 // every file of the repository that is neither Go source nor Markdown
 // (configuration, YAML, scripts: what a test may read besides its
-// packages). Only kills are cached: a survivor or an invalid entry runs
+// packages), except the CI script, which no test reads. Only kills are cached: a survivor or an invalid entry runs
 // again every time.
 
 // cacheKeys returns the key of each mutation, by index.
@@ -39,7 +39,8 @@ func cacheKeys(root string, muts []Mutation, files []string, jobs int) ([]string
 	global := sha256.New()
 	fmt.Fprintf(global, "mutate-cache-v1 %s\n", runtime.Version())
 	for _, f := range files {
-		if strings.HasSuffix(f, ".go") || strings.HasSuffix(f, ".md") || strings.HasPrefix(filepath.ToSlash(f), "test/mutations/") {
+		slash := filepath.ToSlash(f)
+		if strings.HasSuffix(f, ".go") || strings.HasSuffix(f, ".md") || strings.HasPrefix(slash, "test/mutations/") || strings.HasPrefix(slash, ".ci/") {
 			continue
 		}
 		fmt.Fprintf(global, "%s %s\n", filepath.ToSlash(f), hashes[f])
