@@ -151,6 +151,28 @@ func (p *proc) start(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
+// waitReady polls p's readiness check until it passes, for a process
+// that was not restarted but must recover by itself (a client that
+// reconnects after its server came back). It fails after timeout.
+func (p *proc) waitReady(ctx context.Context, timeout time.Duration) error {
+	if p.ready == nil {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := p.ready(rctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-rctx.Done():
+			return fmt.Errorf("%s not ready again within %v (last check: %v); its log:\n%s", p.name, timeout, err, p.tail())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // kill sends SIGKILL, as a crash or an OOM kill does, and waits for the
 // process to be gone.
 func (p *proc) kill() {
