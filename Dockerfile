@@ -7,12 +7,12 @@
 #   docker build --build-arg VERSION=$(git describe --tags --always) -t wxpay-notify .
 #
 # The final image is distroless (no shell, no package manager, no wget or
-# curl), so it has no HEALTHCHECK: a HEALTHCHECK would need a program in the
-# image to call the admin listener, and the commands have no health
-# subcommand. Health is checked from outside instead, over HTTP on ADMIN_ADDR
-# (/healthz alive, /readyz ready): Kubernetes probes do that (deploy/k8s), and
-# docker compose relies on the health checks of NATS and Redis, depends_on
-# and restart policies (docker-compose.yml).
+# curl), so the long-running commands check themselves: `/ingress health` and
+# `/worker health` ask the admin listener on ADMIN_ADDR for /readyz and exit
+# 0 only on 200 (docker-compose.yml uses them as health checks). There is no
+# HEALTHCHECK here because the image serves every command and the reconciler
+# is a one-off with no admin listener; Kubernetes probes /healthz and /readyz
+# over HTTP (deploy/k8s).
 
 ARG GO_VERSION=1.26
 

@@ -7,6 +7,9 @@
 //
 // ingress doctor [flags] checks the same settings before go-live and says
 // what is wrong and how to fix it (see ingress doctor --help).
+//
+// ingress health [--live] asks a running ingress's admin listener
+// (ADMIN_ADDR) whether it is ready, for container health checks.
 package main
 
 import (
@@ -74,6 +77,9 @@ type settings struct {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready func(public, admin string)) error {
 	if len(args) > 0 && args[0] == "doctor" {
 		return runDoctor(ctx, args[1:], getenv, stdout)
+	}
+	if len(args) > 0 && args[0] == "health" {
+		return admin.RunHealth(ctx, "ingress", errUsage, args[1:], getenv, stdout)
 	}
 	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
 	fs.SetOutput(stdout)

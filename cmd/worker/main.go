@@ -8,6 +8,7 @@
 //	worker [flags]                     run the consumer
 //	worker dlq list [flags]            show dead letters
 //	worker dlq replay [flags]          republish dead letters to their subjects
+//	worker health [--live]             ask a running worker's admin listener whether it is ready
 package main
 
 import (
@@ -51,6 +52,9 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready func(adminAddr string)) error {
 	if len(args) > 0 && args[0] == "dlq" {
 		return runDLQ(ctx, args[1:], getenv, stdout)
+	}
+	if len(args) > 0 && args[0] == "health" {
+		return admin.RunHealth(ctx, "worker", errUsage, args[1:], getenv, stdout)
 	}
 	return runWorker(ctx, args, getenv, stdout, ready)
 }

@@ -17,13 +17,14 @@ import (
 
 // Test keys. They are made up for the tests and are not real secrets.
 const (
-	testAPIv3Key     = "0123456789abcdefghijklmnopqrstuv" // 32 bytes
-	testAPIv3KeyOld  = "vutsrqponmlkjihgfedcba9876543210" // 32 bytes
-	testAPIv2Key     = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345" // 32 bytes
-	testMchID        = "1230000109"
-	testSerial       = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
-	testPublicKeyID  = "PUB_KEY_ID_0112300001092025010100000000000000"
-	testForwardToken = "forward-secret-forward-secret"
+	testAPIv3Key      = "0123456789abcdefghijklmnopqrstuv" // 32 bytes
+	testAPIv3KeyOld   = "vutsrqponmlkjihgfedcba9876543210" // 32 bytes
+	testAPIv3KeyOlder = "OLDERolderOLDERolderOLDERolder12" // 32 bytes
+	testAPIv2Key      = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345" // 32 bytes
+	testMchID         = "1230000109"
+	testSerial        = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+	testPublicKeyID   = "PUB_KEY_ID_0112300001092025010100000000000000"
+	testForwardToken  = "forward-secret-forward-secret"
 )
 
 var (

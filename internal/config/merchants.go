@@ -21,6 +21,7 @@ type MerchantFlags struct {
 
 	mchID           *string
 	apiv3           *SecretFlag
+	apiv3Previous   *SecretFlag
 	privateKeyFile  *string
 	certSerialNo    *string
 	publicKeyFile   *string
@@ -38,7 +39,8 @@ var single = [][2]string{
 	{"mchid", "WXPAY_MCHID"},
 	{"apiv3-key", "WXPAY_APIV3_KEY"},
 	{"apiv3-key-file", "WXPAY_APIV3_KEY_FILE"},
-	{"", "WXPAY_APIV3_KEY_PREVIOUS"},
+	{"apiv3-key-previous", "WXPAY_APIV3_KEY_PREVIOUS"},
+	{"apiv3-key-previous-file", "WXPAY_APIV3_KEY_PREVIOUS_FILE"},
 	{"private-key-file", "WXPAY_PRIVATE_KEY_FILE"},
 	{"cert-serial-no", "WXPAY_CERT_SERIAL_NO"},
 	{"public-key-file", "WXPAY_PUBLIC_KEY_FILE"},
@@ -52,6 +54,7 @@ var single = [][2]string{
 
 // RegisterMerchants registers the merchant flags on fs with defaults from
 // the WXPAY_* variables: --mchid, --apiv3-key, --apiv3-key-file,
+// --apiv3-key-previous, --apiv3-key-previous-file,
 // --private-key-file, --cert-serial-no, --public-key-file, --public-key-id,
 // --platform-cert-dir, --apiv2-key, --apiv2-key-file, --partner-mode,
 // --api-base and --merchants-file. The secrets --apiv3-key and --apiv2-key
@@ -60,6 +63,7 @@ func RegisterMerchants(fs *flag.FlagSet, getenv func(string) string) *MerchantFl
 	f := &MerchantFlags{fs: fs, getenv: getenv}
 	f.mchID = String(fs, getenv, "mchid", "WXPAY_MCHID", "", "merchant `id` (商户号; the service provider's id in partner mode)")
 	f.apiv3 = Secret(fs, getenv, "apiv3-key", "WXPAY_APIV3_KEY", "apiv3-key-file", "WXPAY_APIV3_KEY_FILE", "the 32-byte APIv3 `key`")
+	f.apiv3Previous = Secret(fs, getenv, "apiv3-key-previous", "WXPAY_APIV3_KEY_PREVIOUS", "apiv3-key-previous-file", "WXPAY_APIV3_KEY_PREVIOUS_FILE", "older APIv3 `keys`, comma separated, tried after the current one while a key change reaches every notification")
 	f.privateKeyFile = String(fs, getenv, "private-key-file", "WXPAY_PRIVATE_KEY_FILE", "", "merchant API private key `file`, PEM (apiclient_key.pem)")
 	f.certSerialNo = String(fs, getenv, "cert-serial-no", "WXPAY_CERT_SERIAL_NO", "", "`serial` of the merchant API certificate (证书序列号)")
 	f.publicKeyFile = String(fs, getenv, "public-key-file", "WXPAY_PUBLIC_KEY_FILE", "", "WeChat Pay public key `file`, PEM (pub_key.pem; public-key mode)")
@@ -108,21 +112,25 @@ func (f *MerchantFlags) Resolve() ([]Merchant, error) {
 	}
 
 	m := Merchant{
-		MchID:             *f.mchID,
-		PreviousAPIv3Keys: SplitList(f.getenvRaw("WXPAY_APIV3_KEY_PREVIOUS")),
-		PrivateKeyFile:    *f.privateKeyFile,
-		CertSerialNo:      *f.certSerialNo,
-		PublicKeyFile:     *f.publicKeyFile,
-		PublicKeyID:       *f.publicKeyID,
-		PlatformCertDir:   *f.platformCertDir,
-		PartnerMode:       *f.partnerMode.p,
-		APIBase:           *f.apiBase,
+		MchID:           *f.mchID,
+		PrivateKeyFile:  *f.privateKeyFile,
+		CertSerialNo:    *f.certSerialNo,
+		PublicKeyFile:   *f.publicKeyFile,
+		PublicKeyID:     *f.publicKeyID,
+		PlatformCertDir: *f.platformCertDir,
+		PartnerMode:     *f.partnerMode.p,
+		APIBase:         *f.apiBase,
 	}
 	var err error
 	if m.APIv3Key, m.origin.apiv3, err = f.apiv3.Resolve(); err != nil {
 		errs = append(errs, err)
 		m.origin.apiv3Unread = true
 	}
+	previous, _, err := f.apiv3Previous.Resolve()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	m.PreviousAPIv3Keys = SplitList(previous)
 	if m.V2Key, m.origin.apiv2, err = f.apiv2.Resolve(); err != nil {
 		errs = append(errs, err)
 		m.origin.apiv2Unread = true
@@ -132,13 +140,6 @@ func (f *MerchantFlags) Resolve() ([]Merchant, error) {
 		return nil, err
 	}
 	return []Merchant{m}, nil
-}
-
-func (f *MerchantFlags) getenvRaw(env string) string {
-	if f.getenv == nil {
-		return ""
-	}
-	return f.getenv(env)
 }
 
 // fileMerchant is one entry of a merchants file.

@@ -25,6 +25,7 @@ func TestResolveSingleMerchant(t *testing.T) {
 	kf := writeKeys(t)
 	apiv3File := writeFile(t, kf.dir, "apiv3_key", testAPIv3Key+"\n")
 	apiv2File := writeFile(t, kf.dir, "apiv2_key", testAPIv2Key+"\n")
+	previousFile := writeFile(t, kf.dir, "apiv3_key_previous", testAPIv3KeyOld+","+testAPIv3KeyOlder+"\n")
 	publicMode := map[string]string{
 		"WXPAY_MCHID":           testMchID,
 		"WXPAY_APIV3_KEY":       testAPIv3Key,
@@ -77,6 +78,17 @@ func TestResolveSingleMerchant(t *testing.T) {
 				"--partner-mode=false", "--api-base=http://fake:1", "--public-key-id=PUB_KEY_ID_X",
 			},
 			want: Merchant{MchID: "1900000001", APIv3Key: testAPIv3KeyOld, PublicKeyFile: kf.publicKey, PublicKeyID: "PUB_KEY_ID_X", V2Key: testAPIv2Key, APIBase: "http://fake:1"},
+		},
+		{
+			name: "previous APIv3 keys from a file",
+			env:  with(map[string]string{"WXPAY_APIV3_KEY_PREVIOUS_FILE": previousFile}),
+			want: Merchant{MchID: testMchID, APIv3Key: testAPIv3Key, PreviousAPIv3Keys: []string{testAPIv3KeyOld, testAPIv3KeyOlder}, PublicKeyFile: kf.publicKey, PublicKeyID: testPublicKeyID, APIBase: DefaultAPIBase},
+		},
+		{
+			name: "previous APIv3 key flag wins over the variable",
+			env:  with(map[string]string{"WXPAY_APIV3_KEY_PREVIOUS": "ignored"}),
+			args: []string{"--apiv3-key-previous", testAPIv3KeyOlder},
+			want: Merchant{MchID: testMchID, APIv3Key: testAPIv3Key, PreviousAPIv3Keys: []string{testAPIv3KeyOlder}, PublicKeyFile: kf.publicKey, PublicKeyID: testPublicKeyID, APIBase: DefaultAPIBase},
 		},
 		{
 			name: "flags alone",

@@ -4,14 +4,18 @@ import (
 	"bufio"
 	"context"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -167,11 +171,14 @@ func TestComposeHealthAndOrder(t *testing.T) {
 			t.Errorf("%s: healthcheck %+v, want a CMD health check", name, hc)
 		}
 	}
-	// The image has no shell and the commands no health subcommand: a
-	// health check there could only ever fail.
-	for _, name := range appServices {
+	// The image has no shell: the long-running commands check themselves
+	// with their health subcommand; the one-offs have nothing to check.
+	for _, name := range []string{"ingress", "worker"} {
+		checkSelfHealth(t, service(t, p, name))
+	}
+	for _, name := range []string{"reconciler", "sandbox"} {
 		if hc := service(t, p, name).HealthCheck; hc != nil && !hc.Disable {
-			t.Errorf("%s: healthcheck %v cannot run in the distroless image", name, hc.Test)
+			t.Errorf("%s: healthcheck %v on a one-off that serves no admin listener", name, hc.Test)
 		}
 	}
 	deps := map[string][]string{"ingress": {"nats"}, "worker": {"nats", "redis"}, "reconciler": {"nats", "redis"}, "sandbox": nil}
@@ -186,6 +193,86 @@ func TestComposeHealthAndOrder(t *testing.T) {
 			}
 		}
 	}
+}
+
+// checkSelfHealth checks that s's health check is its own command's health
+// subcommand, run without a shell, and runs it, with the service's
+// environment, against an admin listener that is ready and then not: exit 0
+// and exit 1.
+func checkSelfHealth(t *testing.T, s types.ServiceConfig) {
+	t.Helper()
+	hc := s.HealthCheck
+	if hc == nil || hc.Disable {
+		t.Errorf("%s: no healthcheck; want [\"CMD\", %q, \"health\"]", s.Name, firstOf(s.Entrypoint))
+		return
+	}
+	if len(hc.Test) < 3 || hc.Test[0] != "CMD" || hc.Test[1] != firstOf(s.Entrypoint) || hc.Test[2] != "health" {
+		t.Errorf("%s: healthcheck %q, want [\"CMD\", %q, \"health\", ...] (no shell in the image)", s.Name, hc.Test, firstOf(s.Entrypoint))
+		return
+	}
+	// The subcommand waits up to 3 s for the answer.
+	if hc.Timeout == nil || time.Duration(*hc.Timeout) <= 3*time.Second {
+		t.Errorf("%s: healthcheck timeout %v, want more than the subcommand's own 3s", s.Name, hc.Timeout)
+	}
+	if hc.StartPeriod == nil || time.Duration(*hc.StartPeriod) < 10*time.Second {
+		t.Errorf("%s: healthcheck start_period %v, want at least 10s (streams and consumer are created at start)", s.Name, hc.StartPeriod)
+	}
+	bin, ok := binary(t, commandOf(t, s.Entrypoint))
+	if !ok {
+		return
+	}
+	var ready atomic.Bool
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" || !ready.Load() {
+			http.Error(w, "not ready: test", http.StatusServiceUnavailable)
+		}
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	for _, want := range []int{1, 0} {
+		ready.Store(want == 0)
+		cmd := exec.Command(bin, hc.Test[2:]...)
+		// The service's settings, with its admin port moved to the test's
+		// listener: ":9090" becomes ":<port>", reached on loopback.
+		for k, v := range s.Environment {
+			if v != nil && k != "ADMIN_ADDR" {
+				cmd.Env = append(cmd.Env, k+"="+*v)
+			}
+		}
+		admin := s.Environment["ADMIN_ADDR"]
+		if admin == nil {
+			t.Errorf("%s: ADMIN_ADDR is not set; the health check would ask the default", s.Name)
+			return
+		}
+		host, _, err := net.SplitHostPort(*admin)
+		if err != nil {
+			t.Errorf("%s: ADMIN_ADDR=%q: %v", s.Name, *admin, err)
+			return
+		}
+		cmd.Env = append(cmd.Env, "ADMIN_ADDR="+net.JoinHostPort(host, port))
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("%s: running %q: %v", s.Name, hc.Test[1:], err)
+		}
+		if code != want {
+			t.Errorf("%s: health check %q with /readyz ready=%v exited %d, want %d\n%s", s.Name, hc.Test[1:], want == 0, code, want, out)
+		}
+	}
+}
+
+func firstOf(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
 }
 
 // TestComposeSettings checks every variable each service sets against its
