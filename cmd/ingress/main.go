@@ -60,16 +60,14 @@ func main() {
 
 // settings are ingress's own flags beyond the shared ones.
 type settings struct {
-	common          *config.Common
-	listen          *string
-	merchants       *config.MerchantFlags
-	publishTimeout  *time.Duration
-	answerDeadline  *time.Duration
-	replicas        *int
-	duplicateWindow *time.Duration
-	maxAge          *time.Duration
-	maxInFlight     *int
-	maxConnections  *int
+	common         *config.Common
+	listen         *string
+	merchants      *config.MerchantFlags
+	publishTimeout *time.Duration
+	answerDeadline *time.Duration
+	streams        func() events.StreamConfig
+	maxInFlight    *int
+	maxConnections *int
 }
 
 // run is the whole command; ready, when not nil, receives the bound
@@ -84,16 +82,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	s := settings{
-		common:          config.RegisterCommon(fs, getenv),
-		listen:          config.ListenAddr(fs, getenv),
-		merchants:       config.RegisterMerchants(fs, getenv),
-		publishTimeout:  config.Duration(fs, getenv, "publish-timeout", "PUBLISH_TIMEOUT", events.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement"),
-		answerDeadline:  config.Duration(fs, getenv, "answer-deadline", "ANSWER_DEADLINE", ingress.DefaultAnswerDeadline, "budget for all work on one notification once its body is in (WeChat allows 3-5 s)"),
-		replicas:        config.Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams (3 in production)"),
-		duplicateWindow: config.Duration(fs, getenv, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", events.DefaultDuplicateWindow, "JetStream duplicate window of WXPAY"),
-		maxAge:          config.Duration(fs, getenv, "stream-max-age", "STREAM_MAX_AGE", events.DefaultMaxAge, "how long WXPAY keeps events"),
-		maxInFlight:     config.Int(fs, getenv, "max-in-flight", "MAX_IN_FLIGHT", ingress.DefaultMaxInFlight, "most notifications verified and published at once (after their body is read); more are answered 503 (WeChat retries)"),
-		maxConnections:  config.Int(fs, getenv, "max-connections", "MAX_CONNECTIONS", ingress.DefaultMaxConnections, "most open connections on the public listener; more are answered 503 and closed"),
+		common:         config.RegisterCommon(fs, getenv),
+		listen:         config.ListenAddr(fs, getenv),
+		merchants:      config.RegisterMerchants(fs, getenv),
+		publishTimeout: config.Duration(fs, getenv, "publish-timeout", "PUBLISH_TIMEOUT", events.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement"),
+		answerDeadline: config.Duration(fs, getenv, "answer-deadline", "ANSWER_DEADLINE", ingress.DefaultAnswerDeadline, "budget for all work on one notification once its body is in (WeChat allows 3-5 s)"),
+		streams:        config.RegisterStreams(fs, getenv),
+		maxInFlight:    config.Int(fs, getenv, "max-in-flight", "MAX_IN_FLIGHT", ingress.DefaultMaxInFlight, "most notifications verified and published at once (after their body is read); more are answered 503 (WeChat retries)"),
+		maxConnections: config.Int(fs, getenv, "max-connections", "MAX_CONNECTIONS", ingress.DefaultMaxConnections, "most open connections on the public listener; more are answered 503 and closed"),
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -136,8 +132,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	streamsReady := admin.NewFlag("streams WXPAY/WXPAY_DLQ not yet ensured")
 	go func() {
-		streams := events.StreamConfig{Replicas: *s.replicas, DuplicateWindow: *s.duplicateWindow, MaxAge: *s.maxAge}
-		if config.EnsureStreams(ctx, js, streams, log) == nil {
+		if config.EnsureStreams(ctx, js, s.streams(), log) == nil {
 			streamsReady.Set()
 		}
 	}()

@@ -102,7 +102,8 @@ type settings struct {
 	rate                         float64
 	keyPrefix, billDir, pushURL  string
 	output                       string
-	replicas, maxMismatchEvents  int
+	maxMismatchEvents            int
+	streams                      events.StreamConfig
 	day                          time.Time
 	orders, bills                bool
 }
@@ -115,7 +116,7 @@ func parse(cmd string, args []string, getenv func(string) string, stdout io.Writ
 	merchantFlags := config.RegisterMerchants(fs, getenv)
 	rate := config.Float64(fs, getenv, "rate", "RECONCILE_QPS", reconcile.DefaultRate, "most WeChat Pay API calls per second")
 	keyPrefix := config.String(fs, getenv, "key-prefix", "REDIS_KEY_PREFIX", events.DefaultKeyPrefix, "prefix of every Redis key")
-	replicas := config.Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams")
+	streams := config.RegisterStreams(fs, getenv)
 	output := config.String(fs, getenv, "output", "RECONCILE_OUTPUT", "text", "the summary on standard output: text, or json (one object; the log then goes to standard error)")
 	pushURL := config.String(fs, getenv, "pushgateway", "RECONCILE_PUSHGATEWAY", "", "push the run's metrics to this Prometheus Pushgateway (http://host:9091), job wxpay_reconciler")
 	var staleAfter, expireAfter, maxAge *time.Duration
@@ -183,7 +184,7 @@ func parse(cmd string, args []string, getenv func(string) string, stdout io.Writ
 	if err := errors.Join(problems...); err != nil {
 		return nil, usageErr(err)
 	}
-	s.common, s.merchants, s.rate, s.keyPrefix, s.replicas, s.output, s.pushURL = common, merchants, *rate, *keyPrefix, *replicas, *output, *pushURL
+	s.common, s.merchants, s.rate, s.keyPrefix, s.streams, s.output, s.pushURL = common, merchants, *rate, *keyPrefix, streams(), *output, *pushURL
 	return s, nil
 }
 
@@ -286,7 +287,7 @@ func work(ctx context.Context, s *settings, clients []config.MerchantClient, log
 		// Platform certificates, for the merchants that download them;
 		// the refresher ends with the run.
 		config.StartCertificateRefresh(ctx, clients, log)
-		if err := config.EnsureStreams(ctx, js, events.StreamConfig{Replicas: s.replicas}, log); err != nil {
+		if err := config.EnsureStreams(ctx, js, s.streams, log); err != nil {
 			return err
 		}
 		ms := make([]reconcile.Merchant, len(clients))

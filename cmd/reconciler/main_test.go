@@ -373,3 +373,20 @@ func TestRunStopsBetweenItemsAndReleasesTheLock(t *testing.T) {
 		t.Fatalf("%d still pending after the next run", got)
 	}
 }
+
+// The reconciler ensures the streams with the settings the ingress was
+// given: ensuring only raises, so its own defaults would undo a shorter
+// duplicate window or max age.
+func TestStreamSettingsReachEnsure(t *testing.T) {
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
+	env := merchantEnv(t, srv, srv.AddMerchant(wxpaytest.MerchantOptions{}))
+	env["STREAM_DUPLICATE_WINDOW"], env["STREAM_MAX_AGE"], env["STREAM_REPLICAS"] = "30s", "24h", "3"
+	s, err := parse("orders", nil, func(k string) string { return env[k] }, io.Discard, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := events.StreamConfig{Replicas: 3, DuplicateWindow: 30 * time.Second, MaxAge: 24 * time.Hour}
+	if s.streams != want {
+		t.Fatalf("streams ensured with %+v, want %+v", s.streams, want)
+	}
+}

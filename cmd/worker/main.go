@@ -94,7 +94,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	forwardURL := config.URL(fs, getenv, "forward-url", "FORWARD_URL", "", "forward handler: where to POST each event")
 	forwardSecret := config.Secret(fs, getenv, "forward-secret", "FORWARD_SECRET", "forward-secret-file", "FORWARD_SECRET_FILE", "forward handler: HMAC secret of Wxpay-Notify-Signature")
 	forwardTimeout := config.Duration(fs, getenv, "forward-timeout", "FORWARD_TIMEOUT", handlers.DefaultForwardTimeout, "forward handler: timeout per call")
-	replicas := config.Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams")
+	streams := config.RegisterStreams(fs, getenv)
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	log.Info().Object("config", common).Str("consumer", *consumer).Strs("subjects", r.FilterSubjects()).Strs("handlers", names).Msg("starting")
 
-	if err := config.EnsureStreams(ctx, js, events.StreamConfig{Replicas: *replicas}, log); err != nil {
+	if err := config.EnsureStreams(ctx, js, streams(), log); err != nil {
 		return err
 	}
 	// Ages of what the streams' max age would remove silently: the oldest

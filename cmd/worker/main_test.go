@@ -362,3 +362,45 @@ func TestHandlerFlagRepeats(t *testing.T) {
 		}
 	}
 }
+
+// The worker ensures the streams with the settings the ingress was given:
+// ensuring only raises a stream's settings, so a worker on its defaults
+// would set a shorter duplicate window or max age back to them.
+func TestWorkerKeepsStreamSettings(t *testing.T) {
+	nt := testenv.StartNATS(t)
+	rs := testenv.StartRedis(t)
+	_, js := testenv.Connect(t, nt.URL)
+	bg := context.Background()
+	want := events.StreamConfig{DuplicateWindow: 30 * time.Second, MaxAge: 24 * time.Hour}
+	if _, err := events.EnsureStreams(bg, js, want); err != nil { // as the ingress does
+		t.Fatal(err)
+	}
+	env := map[string]string{"NATS_URL": nt.URL, "REDIS_URL": rs.URL, "ADMIN_ADDR": "127.0.0.1:0",
+		"WORKER_CONSUMER": "streams", "WORKER_HANDLERS": "log", "STREAM_DUPLICATE_WINDOW": "30s", "STREAM_MAX_AGE": "24h"}
+	ctx, stop := context.WithCancel(bg)
+	out := &testenv.Buffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, out, nil) }()
+	waitFor(t, "the worker started", func() bool {
+		return strings.Contains(out.String(), `"worker started"`) || strings.Contains(out.String(), `"level":"error"`)
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("worker exit: %v", err)
+	}
+	st, err := js.Stream(bg, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"worker started"`) {
+		t.Fatalf("the worker did not start:\n%s", out.String())
+	}
+	if info.Config.Duplicates != want.DuplicateWindow || info.Config.MaxAge != want.MaxAge {
+		t.Fatalf("after the worker started: duplicate window %v, max age %v; want %v, %v",
+			info.Config.Duplicates, info.Config.MaxAge, want.DuplicateWindow, want.MaxAge)
+	}
+}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"flag"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -9,6 +10,21 @@ import (
 
 	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 )
+
+// RegisterStreams registers the stream settings every command that
+// ensures the streams takes: STREAM_REPLICAS, STREAM_DUPLICATE_WINDOW and
+// STREAM_MAX_AGE. All of them read the same three, because ensuring only
+// ever raises a stream's settings: a command that ensured with its own
+// defaults would undo a shorter duplicate window or max age the others
+// were given. The returned function gives the parsed values.
+func RegisterStreams(fs *flag.FlagSet, getenv func(string) string) func() events.StreamConfig {
+	replicas := Int(fs, getenv, "stream-replicas", "STREAM_REPLICAS", events.DefaultReplicas, "replicas of the WXPAY streams (3 in production)")
+	window := Duration(fs, getenv, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", events.DefaultDuplicateWindow, "JetStream duplicate window of WXPAY")
+	maxAge := Duration(fs, getenv, "stream-max-age", "STREAM_MAX_AGE", events.DefaultMaxAge, "how long WXPAY keeps events")
+	return func() events.StreamConfig {
+		return events.StreamConfig{Replicas: *replicas, DuplicateWindow: *window, MaxAge: *maxAge}
+	}
+}
 
 // EnsureStreams creates or updates the streams WXPAY and WXPAY_DLQ the way
 // every command does: it retries while NATS cannot answer (it may still be
