@@ -3,7 +3,7 @@
 # storage, the ingress, and bench/ingressload sending distinct signed
 # notifications at a fixed rate (open loop), all on 127.0.0.1.
 #
-# usage: bench/ingress.sh [-d 30s] [-u 5s] [-s default|always] [-c http|raw] [-w WORKERS] [-g 50ms] [-S DIR] [-t] [-k] [-P] [-F] [RATE ...]
+# usage: bench/ingress.sh [-d 30s] [-u 5s] [-s default|always] [-c http|raw] [-w WORKERS] [-g 50ms] [-S DIR] [-t] [-k] [-P] [-F | -A] [RATE ...]
 #   RATE        notifications/s (default 10000). Several rates make a ramp:
 #               one run per rate, each against a fresh NATS server and
 #               ingress, stopping at the first rate not held (p99 >= goal or
@@ -32,6 +32,15 @@
 #               decryption, no envelope, log or metrics. Its CPU per
 #               notification is what net/http, nats.go and nats-server cost
 #               by themselves, the part no change to the ingress can remove.
+#   -A          comparison: at each RATE run the floor, then the ingress,
+#               on one corpus signed for both (and for the next rates while
+#               its timestamps stay accepted), and print each side's highest
+#               rate held and the ratio ingress/floor. A side that did not
+#               hold a rate runs it once more (after the other side's run);
+#               failing twice, it is not run at higher rates, and the ramp
+#               ends when both sides stopped. -d defaults to 15s here (a
+#               ramp of 8 rates takes 10-15 min); the exit status is 0 when
+#               the comparison ran, whatever it found.
 # Environment: INGRESS_ENV and NATS_ENV hold extra VAR=value words for the
 # ingress and nats-server processes (e.g. INGRESS_ENV="GOMAXPROCS=1 GOGC=200").
 #
@@ -45,7 +54,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=30s
+DURATION=
 RAMPUP=5s
 SYNC=default
 CLIENT=raw
@@ -55,8 +64,9 @@ TIMELINE=
 KEEP=
 PROFILE=
 FLOOR=
+COMPARE=
 STORE_PARENT=
-while getopts "d:u:s:c:w:g:S:tkPF" opt; do
+while getopts "d:u:s:c:w:g:S:tkPFA" opt; do
   case $opt in
     d) DURATION=$OPTARG ;;
     u) RAMPUP=$OPTARG ;;
@@ -69,12 +79,33 @@ while getopts "d:u:s:c:w:g:S:tkPF" opt; do
     k) KEEP=1 ;;
     P) PROFILE=1 ;;
     F) FLOOR=1 ;;
+    A) COMPARE=1 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
 RATES=("${@:-10000}")
 case $SYNC in default|always) ;; *) echo "-s must be default or always" >&2; exit 2 ;; esac
+if [ -n "$COMPARE" ] && [ -n "$FLOOR" ]; then echo "-A runs the floor itself: drop -F" >&2; exit 2; fi
+# 15 s windows in -A mode keep a five-rate comparison near 10 minutes.
+DURATION=${DURATION:-$([ -n "$COMPARE" ] && echo 15s || echo 30s)}
+
+# secs DURATION: whole seconds of a duration written Ns or Nm.
+secs() {
+  local v
+  case $1 in
+    0) v=0 ;;
+    *ms) v=$(( (${1%ms} + 999) / 1000 )) ;;
+    *s) v=${1%s} ;;
+    *m) v=$((${1%m} * 60)) ;;
+  esac
+  case ${v:-x} in
+    *[!0-9]*) echo "bench: duration $1: write it as Nms, Ns or Nm" >&2; exit 2 ;;
+  esac
+  echo "$v"
+}
+DURATION_S=$(secs "$DURATION")
+RAMPUP_S=$(secs "$RAMPUP")
 
 NATS_VERSION=v2.15.2
 NATS_ADDR=127.0.0.1:4333
@@ -159,28 +190,37 @@ start_services() { # store dir
   wait_ready "http://$ADMIN_ADDR/readyz" ingress || { cat "$WORK/ingress.log" >&2; return 1; }
 }
 
-echo "== machine: $(nproc) cores, $(uname -r); ${FLOOR:+FLOOR (ingressload floor in place of the ingress); }nats-server $NATS_VERSION (sync_interval: $SYNC, store under ${STORE_PARENT:-$WORK}); go $(go env GOVERSION); client $CLIENT${INGRESS_ENV:+; ingress env $INGRESS_ENV}${NATS_ENV:+; nats env $NATS_ENV}"
-SERVER_NAME=ingress METRICS_URL=http://$ADMIN_ADDR/metrics
-if [ -n "$FLOOR" ]; then SERVER_NAME=floor METRICS_URL=; fi
-status=0
-for rate in "${RATES[@]}"; do
+echo "== machine: $(nproc) cores, $(uname -r); ${COMPARE:+COMPARISON floor/ingress; }${FLOOR:+FLOOR (ingressload floor in place of the ingress); }nats-server $NATS_VERSION (sync_interval: $SYNC, store under ${STORE_PARENT:-$WORK}); go $(go env GOVERSION); client $CLIENT${INGRESS_ENV:+; ingress env $INGRESS_ENV}${NATS_ENV:+; nats env $NATS_ENV}"
+
+# run_one SIDE RATE [corpus]: one run against a fresh nats-server and
+# server (SIDE ingress or floor); sets status to ingressload's exit status
+# (0 held, 3 p99 missed, else failed) and keeps its report in
+# $WORK/report-SIDE-RATE.txt.
+run_one() {
+  local side=$1 rate=$2 corpus=${3:-} server_name=ingress metrics_url=http://$ADMIN_ADDR/metrics
+  FLOOR=
+  if [ "$side" = floor ]; then FLOOR=1 server_name=floor metrics_url=; fi
   echo
-  echo "== $rate notifications/s for $DURATION after a $RAMPUP ramp-up, sync_interval: $SYNC — $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "== ${COMPARE:+$side: }$rate notifications/s for $DURATION after a $RAMPUP ramp-up, sync_interval: $SYNC — $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
   STORE=$(mktemp -d "${STORE_PARENT:-$WORK}/wxpay-bench-store.XXXXXX")
   start_services "$STORE"
+  local source=(-keys "$WORK/keys")
+  if [ -n "$corpus" ]; then source=(-corpus "$corpus"); fi
   set +e
-  "$WORK/ingressload" run -url "http://$LISTEN_ADDR/notify/$MCHID" -keys "$WORK/keys" -nats "nats://$NATS_ADDR" \
+  "$WORK/ingressload" run -url "http://$LISTEN_ADDR/notify/$MCHID" "${source[@]}" -nats "nats://$NATS_ADDR" \
     -rate "$rate" -duration "$DURATION" -ramp-up "$RAMPUP" -workers "$WORKERS" -client "$CLIENT" -max-p99 "$GOAL" $TIMELINE \
-    -metrics "$METRICS_URL" -cpu-pids "$SERVER_NAME=$INGRESS_PID,nats=$NATS_PID" \
-    ${PROFILE:+-profile-cmd "perf record -F 499 -g -o $WORK/perf-$rate.data -p $INGRESS_PID,$NATS_PID"}
-  status=$?
+    -metrics "$metrics_url" -cpu-pids "$server_name=$INGRESS_PID,nats=$NATS_PID" \
+    ${PROFILE:+-profile-cmd "perf record -F 499 -g -o $WORK/perf-$side-$rate.data -p $INGRESS_PID,$NATS_PID"} \
+    2>&1 | tee "$WORK/report-$side-$rate.txt"
+  status=${PIPESTATUS[0]}
   set -e
-  if [ -n "$PROFILE" ] && [ -f "$WORK/perf-$rate.data" ]; then
+  if [ -n "$PROFILE" ] && [ -f "$WORK/perf-$side-$rate.data" ]; then
     echo "-- perf: CPU by process and function (self time, top 40)"
-    perf report -i "$WORK/perf-$rate.data" --no-children --stdio -g none --sort comm,dso,symbol 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 || true
+    perf report -i "$WORK/perf-$side-$rate.data" --no-children --stdio -g none --sort comm,dso,symbol 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 || true
   fi
   # The ingress logs one line per notification at info (its default level,
   # as in production); show the lines at warn and above.
+  local lines
   lines=$(wc -l <"$WORK/ingress.log")
   if [ -n "$FLOOR" ]; then
     echo "-- floor log: $(tail -n 3 "$WORK/ingress.log" | tr '\n' ' ')"
@@ -193,6 +233,110 @@ for rate in "${RATES[@]}"; do
   [ -n "$KEEP" ] || rm -f "$WORK/ingress.log"
   stop_services
   rm -rf "$STORE"; STORE=
-  if [ $status -ne 0 ]; then break; fi
+}
+
+if [ -z "$COMPARE" ]; then
+  SIDE=ingress
+  if [ -n "$FLOOR" ]; then SIDE=floor; fi
+  status=0
+  for rate in "${RATES[@]}"; do
+    run_one "$SIDE" "$rate"
+    if [ $status -ne 0 ]; then break; fi
+  done
+  exit $status
+fi
+
+# Comparison (-A). One corpus serves both sides of a rate, and the next
+# rates while its timestamps stay inside the ingress's window: gen stamps
+# them with its start + 280 s and the ingress accepts them until 5 min
+# after that, so a corpus signed at T is usable until T + 580 s.
+CORPUS=$WORK/corpus.bin
+CORPUS_N=0 CORPUS_UNTIL=0
+SIGN_RATE=1000 # notifications signed per second, measured by each signing
+notes_for() { echo $(( $1 * (2 * DURATION_S + RAMPUP_S) / 2 + 1 )); }
+# A pair of runs: ramp-up, window, startup, report and shutdown, twice.
+PAIR_S=$(( 2 * (RAMPUP_S + DURATION_S + 10) ))
+# sign_corpus IDX: a new corpus for RATES[IDX] and the next rates whose
+# runs still fit in its window after signing them (at the last signing's
+# speed).
+sign_corpus() {
+  local idx=$1 rate=${RATES[$1]} n m r pairs=1 signed_at took
+  n=$(notes_for "$rate")
+  # Enough for this rate and the next ones whose runs still fit in the
+  # window after signing them (at the last signing's speed).
+  for r in "${RATES[@]:$((idx + 1))}"; do
+    m=$(notes_for "$r"); m=$(( m > n ? m : n ))
+    [ $(( m / SIGN_RATE + (pairs + 1) * PAIR_S + 30 )) -le 580 ] || break
+    n=$m pairs=$((pairs + 1))
+  done
+  echo
+  echo "== signing $n notifications for $pairs rate(s) from $rate on — $(date -u '+%H:%M:%S UTC'), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  signed_at=$(date +%s)
+  "$WORK/ingressload" gen -n "$n" -out "$CORPUS" -keys "$WORK/keys"
+  took=$(( $(date +%s) - signed_at ))
+  SIGN_RATE=$(( n / (took > 0 ? took : 1) ))
+  CORPUS_N=$n CORPUS_UNTIL=$(( signed_at + 580 ))
+  echo "   signed in $took s; usable until $(date -u -d "@$CORPUS_UNTIL" '+%H:%M:%S UTC')"
+}
+# corpus_fits: the corpus is still accepted until after one more run.
+corpus_fits() { [ $(( $(date +%s) + RAMPUP_S + DURATION_S + 25 )) -le "$CORPUS_UNTIL" ]; }
+declare -A RESULT P99 CPU
+floor_best=0 ingress_best=0 floor_alive=1 ingress_alive=1
+for idx in "${!RATES[@]}"; do
+  rate=${RATES[$idx]}
+  [ -n "$floor_alive$ingress_alive" ] || break
+  need=$(notes_for "$rate")
+  if [ "$CORPUS_N" -lt "$need" ] || [ $(( $(date +%s) + PAIR_S + 15 )) -gt "$CORPUS_UNTIL" ]; then
+    sign_corpus "$idx"
+  fi
+  # Floor, then ingress; a side that did not hold runs the rate once more
+  # (after the other side's run) before its ramp ends: on this shared
+  # machine a single run can fail to another process's burst.
+  for try in 1 2; do
+    for side in floor ingress; do
+      alive=${side}_alive
+      [ -n "${!alive}" ] || continue
+      prev=${RESULT[$side,$rate]:-}
+      if [ "$try" = 2 ] && { [ -z "$prev" ] || [ "$prev" = held ]; }; then continue; fi
+      corpus_fits || sign_corpus "$idx"
+      run_one "$side" "$rate" "$CORPUS"
+      case $status in
+        0) result=held ;;
+        3) result="p99 missed" ;;
+        *) result="not held" ;;
+      esac
+      p99=$(sed -n 's/^latency from the scheduled send time: .* p99 \([^ ]*\) .*/\1/p' "$WORK/report-$side-$rate.txt")
+      CPU[$side,$rate]=$(sed -n "s/^CPU over the measured window.*: $side \([0-9.]*\), nats \([0-9.]*\), generator \([0-9.]*\);.*other processes \([-0-9.]*\)).*/\1 \/ \2 \/ \3 \/ \4/p" "$WORK/report-$side-$rate.txt")
+      if [ "$try" = 1 ]; then
+        RESULT[$side,$rate]=$result P99[$side,$rate]=$p99
+      else
+        RESULT[$side,$rate]="$result on retry" P99[$side,$rate]="$p99 (first $prev, ${P99[$side,$rate]})"
+      fi
+      if [ "$status" -eq 0 ]; then
+        eval "${side}_best=$rate"
+      elif [ "$try" = 2 ]; then
+        eval "${side}_alive="
+      fi
+    done
+  done
 done
-exit $status
+
+echo
+echo "== comparison, $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg): ${DURATION} windows after a ${RAMPUP} ramp-up, p99 goal $GOAL, sync_interval $SYNC"
+printf '%-8s  %-44s  %-44s\n' "rate/s" "floor: result, p99" "ingress: result, p99"
+for rate in "${RATES[@]}"; do
+  f=${RESULT[floor,$rate]:-}; i=${RESULT[ingress,$rate]:-}
+  [ -n "$f$i" ] || continue
+  printf '%-8s  %-44s  %-44s\n' "$rate" "${f:-not run}${f:+, ${P99[floor,$rate]}}" "${i:-not run}${i:+, ${P99[ingress,$rate]}}"
+done
+echo "CPU in cores, server / nats / generator / other (the last run of each):"
+for rate in "${RATES[@]}"; do
+  for side in floor ingress; do
+    c=${CPU[$side,$rate]:-}
+    [ -n "$c" ] || continue
+    us=$(awk -v c="${c%% *}" -v r="$rate" 'BEGIN { printf "%.0f", c / r * 1e6 }')
+    printf '  %-8s %-8s %s   (%s µs of server CPU per notification)\n' "$rate" "$side" "$c" "$us"
+  done
+done
+ratio=$(awk -v i="$ingress_best" -v f="$floor_best" 'BEGIN { if (f > 0) printf "%.2f", i / f; else print "n/a" }')
+echo "highest rate held: floor $floor_best/s, ingress $ingress_best/s; ingress/floor = $ratio"

@@ -215,18 +215,25 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 	h.logResult(r, res, h.cfg.Now().Sub(start))
 }
 
+var (
+	contentTypeXML  = []string{"text/xml; charset=utf-8"}
+	contentTypeJSON = []string{"application/json; charset=utf-8"}
+	successAnswer   = []byte(`{"code":"SUCCESS","message":"成功"}`)
+)
+
 // writeAnswer writes res's answer in its format, the message bounded.
 func writeAnswer(w http.ResponseWriter, res result) {
 	message := untrusted.Truncate(res.message, maxMessageBytes)
+	// The header values are shared, never modified: no allocation per answer.
 	if res.format == "v2" {
-		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+		w.Header()["Content-Type"] = contentTypeXML
 		w.WriteHeader(res.status)
 		w.Write(wxpay.V2Answer(res.status == http.StatusOK, message))
 	} else {
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Header()["Content-Type"] = contentTypeJSON
 		w.WriteHeader(res.status)
 		if res.status == http.StatusOK {
-			w.Write([]byte(`{"code":"SUCCESS","message":"成功"}`))
+			w.Write(successAnswer)
 		} else {
 			b, _ := json.Marshal(struct {
 				Code    string `json:"code"`
@@ -333,7 +340,8 @@ func (h *Handler) process(r *http.Request, body []byte, res result) result {
 func (h *Handler) parseV3(ctx context.Context, m *Merchant, header http.Header, body []byte, res *result) (events.Envelope, error) {
 	vstart := h.cfg.Now()
 	n, err := m.Client.ParseNotification(ctx, header, body)
-	h.metrics.observe(h.metrics.verify, vstart, h.cfg.Now())
+	receivedAt := h.cfg.Now()
+	h.metrics.observe(h.metrics.verify, vstart, receivedAt)
 	res.keyID = header.Get(wxpay.HeaderSerial)
 	if err != nil {
 		if errors.Is(err, wxpay.ErrSignatureProbe) {
@@ -347,54 +355,14 @@ func (h *Handler) parseV3(ctx context.Context, m *Merchant, header http.Header, 
 		kind = "public_key"
 	}
 	h.metrics.verifiedBy.WithLabelValues(m.MchID, kind, n.KeyID).Inc()
-	if err := checkResourceMerchant(m, n.Plaintext); err != nil {
+	// The envelope first: once it is built, the resource is known to be
+	// valid JSON and the merchant check reads it without decoding it again.
+	// Should the envelope fail, the merchant check still comes first.
+	env, err := events.FromNotification(m.MchID, n, receivedAt)
+	if err := checkResourceMerchant(m, n.Plaintext, err == nil); err != nil {
 		return events.Envelope{}, err
 	}
-	return events.FromNotification(m.MchID, n, h.cfg.Now())
-}
-
-// checkResourceMerchant refuses a v3 resource that names another merchant
-// than m. Merchants of a group often share their keys, so a notification
-// for one that reaches another's URL verifies all the same; stored on the
-// wrong subject, it would also make the genuine delivery a duplicate.
-//
-// The merchant a resource belongs to is, in partner mode, sp_mchid (the
-// service provider: any sub_mchid is accepted) and otherwise mchid; failing
-// that field, the first present of combine_mchid (combined payments) and
-// the other mode's field. A resource without any of them (event types that
-// carry no merchant) is accepted: its signature proves WeChat sent it for a
-// merchant holding these keys, nothing in it says which other merchant it
-// could be, and refusing it would lose every such event after WeChat's
-// retries.
-func checkResourceMerchant(m *Merchant, plaintext []byte) error {
-	var rm struct {
-		MchID        string `json:"mchid"`
-		SpMchID      string `json:"sp_mchid"`
-		CombineMchID string `json:"combine_mchid"`
-	}
-	if err := json.Unmarshal(plaintext, &rm); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return fmt.Errorf("%w: resource field %s is not a string", wxpay.ErrMalformed, typeErr.Field)
-		}
-		return nil // not JSON: events.FromNotification says so
-	}
-	type field struct{ name, value string }
-	order := []field{{"mchid", rm.MchID}, {"combine_mchid", rm.CombineMchID}, {"sp_mchid", rm.SpMchID}}
-	if m.Client.PartnerMode() {
-		order = []field{{"sp_mchid", rm.SpMchID}, {"combine_mchid", rm.CombineMchID}, {"mchid", rm.MchID}}
-	}
-	for _, f := range order {
-		if f.value == "" {
-			continue
-		}
-		if f.value != m.MchID {
-			return fmt.Errorf("%w: resource %s is %s but it was posted to the endpoint of merchant %s (check the notify_url of merchant %s)",
-				errMerchantMismatch, f.name, untrusted.String(f.value), m.MchID, untrusted.String(f.value))
-		}
-		return nil
-	}
-	return nil
+	return env, err
 }
 
 func (h *Handler) parseV2(_ context.Context, m *Merchant, body []byte, res *result) (events.Envelope, error) {
