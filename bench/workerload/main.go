@@ -6,11 +6,22 @@
 //
 //	go run ./bench/workerload -nats nats://127.0.0.1:4223 -redis redis://127.0.0.1:6379/14 -n 200000 -mode noop
 //
+// -mode floor runs, in place of the router, the least a worker with the
+// same guarantees must do: a loop that fetches a batch, claims it in one
+// Redis pipeline (SET NX PX of each lock, EXISTS of each done marker),
+// finishes it in another (SET of each done marker, compare-and-delete of
+// each lock) and acknowledges it, with the same key names; no envelope
+// decoding, handler, metrics or log. -mode compare runs floor and noop
+// alternately (-runs pairs, each in a fresh process on fresh streams and
+// database) and prints the ratio worker/floor of the medians.
+//
 // It deletes and recreates the WXPAY streams and flushes the Redis
 // database it is given: point it at servers used for nothing else.
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,9 +31,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,21 +58,31 @@ func main() {
 	}
 }
 
+// consumer is the durable consumer of every mode; the floor uses its key
+// names too.
+const consumer = "bench"
+
 func run() error {
 	natsURL := flag.String("nats", "nats://127.0.0.1:4223", "NATS server (2.10 or later); its WXPAY streams are recreated")
 	redisURL := flag.String("redis", "redis://127.0.0.1:6379/14", "Redis database; it is flushed")
 	n := flag.Int("n", 100000, "distinct events")
-	mode := flag.String("mode", "noop", "noop or forward")
-	concurrency := flag.Int("concurrency", 64, "router concurrency")
+	mode := flag.String("mode", "noop", "noop, forward, floor or compare")
+	concurrency := flag.Int("concurrency", 64, "router concurrency; the floor's batch size")
+	runs := flag.Int("runs", 3, "compare: floor/noop pairs")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the handling phase to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile (alloc_objects, alloc_space) to this file at the end")
 	logFile := flag.String("log", "", "the router's log at info (one line per event), through the batched writer cmd/worker uses; default a temporary file removed at the end; 'off' for none")
 	flag.Parse()
-	if *mode != "noop" && *mode != "forward" {
-		return fmt.Errorf("-mode %q: want noop or forward", *mode)
+	switch *mode {
+	case "noop", "forward", "floor":
+	case "compare":
+		return compare(*runs)
+	default:
+		return fmt.Errorf("-mode %q: want noop, forward, floor or compare", *mode)
 	}
 	logger := zerolog.Nop()
 	logLines := func() string { return "log off" }
-	if *logFile != "off" {
+	if *logFile != "off" && *mode != "floor" {
 		var f *os.File
 		var err error
 		if *logFile == "" {
@@ -110,10 +134,96 @@ func run() error {
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
+	if err := publish(ctx, js, *n); err != nil {
+		return err
+	}
 
-	// Publish the events first (asynchronously, then wait for every ack).
+	var handled atomic.Int64
+	var elapsed, cpu time.Duration
+	var start time.Time
+	var cpu0 time.Duration
+	// finished records the handling phase's time and CPU, before the
+	// router's shutdown (which waits for its last pull to expire).
+	finished := func() { elapsed, cpu = time.Since(start), cpuTime()-cpu0 }
+	var handle func() error // runs the handling phase until every event was handled
+	if *mode == "floor" {
+		handle = func() error { return floor(ctx, js, rdb, *n, *concurrency) }
+	} else {
+		h, stop, err := handler(*mode, *concurrency, &handled)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		r, err := events.NewRouter(js, rdb, events.RouterConfig{Consumer: consumer, Concurrency: *concurrency, MaxAckPending: -1, Logger: logger})
+		if err != nil {
+			return err
+		}
+		r.Handle("wxpay.*.transaction.success", h)
+		handle = func() error {
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() { done <- r.Run(rctx) }()
+			for handled.Load() < int64(*n) {
+				select {
+				case err := <-done:
+					return fmt.Errorf("router stopped: %w", err)
+				case <-time.After(10 * time.Millisecond):
+				}
+				if time.Since(start) > 10*time.Minute {
+					return fmt.Errorf("only %d of %d handled in 10 minutes", handled.Load(), *n)
+				}
+			}
+			finished()
+			cancel()
+			return <-done
+		}
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	cpu0 = cpuTime()
+	start = time.Now()
+	if err := handle(); err != nil {
+		return err
+	}
+	if elapsed == 0 {
+		finished()
+	}
+	pprof.StopCPUProfile()
+	if *memprofile != "" {
+		f, err := os.Create(*memprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			return err
+		}
+		f.Close()
+	}
+	dones, _ := rdb.Keys(ctx, events.DefaultKeyPrefix+"done:"+consumer+":*").Result()
+	rate := float64(*n) / elapsed.Seconds()
+	perEvent := float64(cpu.Microseconds()) / float64(*n)
+	fmt.Printf("mode %s: %d events in %s = %.0f events/s (worker process CPU %.2f s = %.0f µs/event, GOMAXPROCS %d); done markers %d; %s\n",
+		*mode, *n, elapsed.Round(time.Millisecond), rate, cpu.Seconds(), perEvent, runtime.GOMAXPROCS(0), len(dones), logLines())
+	if len(dones) != *n {
+		return fmt.Errorf("%d done markers, want %d", len(dones), *n)
+	}
+	fmt.Printf("RESULT mode=%s events_per_s=%.0f cpu_us_per_event=%.1f\n", *mode, rate, perEvent)
+	return nil
+}
+
+// publish puts n distinct events on WXPAY (asynchronously, then waits for
+// every ack). The corpus is the same in every run and mode.
+func publish(ctx context.Context, js jetstream.JetStream, n int) error {
 	start := time.Now()
-	for i := range *n {
+	for i := range n {
 		id := strconv.Itoa(4200000000 + i)
 		env := events.Envelope{ID: "EV-" + id, DedupeKey: events.TransactionKey(id), EventType: "TRANSACTION.SUCCESS",
 			MchID: "1230000109", Source: events.SourceCallback, CreateTime: "2024-03-01T10:00:00+08:00", ReceivedAt: time.Now(),
@@ -135,77 +245,193 @@ func run() error {
 	case <-time.After(5 * time.Minute):
 		return errors.New("publishing did not complete")
 	}
-	fmt.Printf("published %d events in %s\n", *n, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("published %d events in %s\n", n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
 
-	var handled atomic.Int64
-	var h events.Handler = events.HandlerFunc(func(ctx context.Context, ev events.Envelope) error {
-		handled.Add(1)
-		return nil
-	})
-	if *mode == "forward" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		recv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-			w.WriteHeader(204)
-		})}
-		go recv.Serve(ln)
-		defer recv.Close()
-		f, err := handlers.NewForward(handlers.ForwardConfig{URL: "http://" + ln.Addr().String() + "/hook", Secret: []byte("benchmark-forward-secret-32bytes"),
-			HTTPClient: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *concurrency * 2}}})
-		if err != nil {
-			return err
-		}
-		h = events.HandlerFunc(func(ctx context.Context, ev events.Envelope) error {
-			if err := f.HandleEvent(ctx, ev); err != nil {
-				return err
-			}
+// handler returns the handler of mode noop or forward, counting into
+// handled, and what stops its receiver.
+func handler(mode string, concurrency int, handled *atomic.Int64) (events.Handler, func(), error) {
+	if mode == "noop" {
+		return events.HandlerFunc(func(ctx context.Context, ev events.Envelope) error {
 			handled.Add(1)
 			return nil
-		})
+		}), func() {}, nil
 	}
-	r, err := events.NewRouter(js, rdb, events.RouterConfig{Consumer: "bench", Concurrency: *concurrency, MaxAckPending: -1, Logger: logger})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	recv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(204)
+	})}
+	go recv.Serve(ln)
+	f, err := handlers.NewForward(handlers.ForwardConfig{URL: "http://" + ln.Addr().String() + "/hook", Secret: []byte("benchmark-forward-secret-32bytes"),
+		HTTPClient: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency * 2}}})
+	if err != nil {
+		recv.Close()
+		return nil, nil, err
+	}
+	return events.HandlerFunc(func(ctx context.Context, ev events.Envelope) error {
+		if err := f.HandleEvent(ctx, ev); err != nil {
+			return err
+		}
+		handled.Add(1)
+		return nil
+	}), func() { recv.Close() }, nil
+}
+
+// releaseScript is the router's compare-and-delete of a lock.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// floor handles the n events the way the router must at the least: per
+// fetched batch, one pipeline claiming every event (lock SET NX PX with an
+// owner token, done EXISTS), one finishing the claimed ones (done SET,
+// compare-and-delete of the lock), then the acks. The dedupe key is read
+// from the Nats-Msg-Id header, which the publisher sets to it, so no body
+// is decoded. It uses the router's consumer settings and key names.
+func floor(ctx context.Context, js jetstream.JetStream, rdb *redis.Client, n, batch int) error {
+	const ackWait = 30 * time.Second
+	const doneTTL = 7 * 24 * time.Hour
+	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+		Durable: consumer, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait: ackWait, MaxAckPending: -1, FilterSubjects: []string{"wxpay.*.transaction.success"},
+	})
 	if err != nil {
 		return err
 	}
-	r.Handle("wxpay.*.transaction.success", h)
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, 1)
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+	token := "floor:" + strconv.Itoa(os.Getpid())
+	prefix := events.DefaultKeyPrefix
+	type claim struct {
+		msg  jetstream.Msg
+		key  string
+		set  *redis.BoolCmd
+		done *redis.IntCmd
+	}
+	claims := make([]claim, 0, batch)
+	handled := 0
+	for handled < n {
+		b, err := cons.Fetch(batch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return err
 		}
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
-	}
-	cpu0 := cpuTime()
-	start = time.Now()
-	go func() { done <- r.Run(rctx) }()
-	for handled.Load() < int64(*n) {
-		select {
-		case err := <-done:
-			return fmt.Errorf("router stopped: %w", err)
-		case <-time.After(10 * time.Millisecond):
+		claims = claims[:0]
+		for msg := range b.Messages() {
+			claims = append(claims, claim{msg: msg, key: msg.Headers().Get(nats.MsgIdHdr)})
 		}
-		if time.Since(start) > 10*time.Minute {
-			return fmt.Errorf("only %d of %d handled in 10 minutes", handled.Load(), *n)
+		if err := b.Error(); err != nil {
+			return err
+		}
+		if len(claims) == 0 {
+			continue
+		}
+		p := rdb.Pipeline()
+		for i := range claims {
+			c := &claims[i]
+			c.set = p.SetNX(ctx, prefix+"lock:"+consumer+":"+c.key, token, ackWait)
+			c.done = p.Exists(ctx, prefix+"done:"+consumer+":"+c.key)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return err
+		}
+		p = rdb.Pipeline()
+		value := time.Now().UTC().Format(time.RFC3339)
+		for _, c := range claims {
+			if !c.set.Val() || c.done.Val() > 0 {
+				return fmt.Errorf("event %s: lock taken %v, done %v: the corpus has distinct events", c.key, c.set.Val(), c.done.Val())
+			}
+			p.Set(ctx, prefix+"done:"+consumer+":"+c.key, value, doneTTL)
+			releaseScript.Eval(ctx, p, []string{prefix + "lock:" + consumer + ":" + c.key}, token)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return err
+		}
+		for _, c := range claims {
+			if err := c.msg.Ack(); err != nil {
+				return err
+			}
+		}
+		handled += len(claims)
+	}
+	return js.Conn().Flush()
+}
+
+// compare runs floor and noop alternately, runs times each, each in a
+// fresh process of this program with the same flags, and prints every
+// run's figures and the ratio worker/floor of the medians.
+func compare(runs int) error {
+	var args []string
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name != "mode" && f.Name != "runs" && f.Name != "cpuprofile" {
+			args = append(args, "-"+f.Name+"="+f.Value.String())
+		}
+	})
+	rates := map[string][]float64{}
+	cpus := map[string][]float64{}
+	for i := range runs {
+		for _, mode := range []string{"floor", "noop"} {
+			fmt.Printf("== run %d/%d: %s — %s, load average %s\n", i+1, runs, mode, time.Now().UTC().Format("15:04:05 UTC"), loadavg())
+			cmd := exec.Command(os.Args[0], append([]string{"-mode=" + mode}, args...)...)
+			var out bytes.Buffer
+			cmd.Stdout = io.MultiWriter(os.Stdout, &out)
+			cmd.Stderr = os.Stderr
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("%s run %d: %w", mode, i+1, err)
+			}
+			sc := bufio.NewScanner(&out)
+			for sc.Scan() {
+				var m string
+				var rate, cpu float64
+				if _, err := fmt.Sscanf(sc.Text(), "RESULT mode=%s events_per_s=%g cpu_us_per_event=%g", &m, &rate, &cpu); err == nil {
+					rates[mode] = append(rates[mode], rate)
+					cpus[mode] = append(cpus[mode], cpu)
+				}
+			}
 		}
 	}
-	elapsed := time.Since(start)
-	cpu := cpuTime() - cpu0
-	cancel()
-	<-done
-	dones, _ := rdb.Keys(ctx, "wxpay:done:bench:*").Result()
-	fmt.Printf("mode %s: %d events in %s = %.0f events/s (worker process CPU %.2f s = %.0f µs/event, GOMAXPROCS %d); done markers %d; %s\n",
-		*mode, *n, elapsed.Round(time.Millisecond), float64(*n)/elapsed.Seconds(), cpu.Seconds(), float64(cpu.Microseconds())/float64(*n), runtime.GOMAXPROCS(0), len(dones), logLines())
-	if len(dones) != *n {
-		return fmt.Errorf("%d done markers, want %d", len(dones), *n)
+	for _, mode := range []string{"floor", "noop"} {
+		if len(rates[mode]) != runs {
+			return fmt.Errorf("%s: %d results of %d runs", mode, len(rates[mode]), runs)
+		}
 	}
+	fmt.Printf("\n== comparison, %s, load average %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), loadavg())
+	for _, mode := range []string{"floor", "noop"} {
+		fmt.Printf("%-6s events/s %s (median %.0f); CPU µs/event %s (median %.1f)\n", mode,
+			list(rates[mode], "%.0f"), median(rates[mode]), list(cpus[mode], "%.1f"), median(cpus[mode]))
+	}
+	fmt.Printf("worker/floor: events/s %.2f, CPU per event %.2f\n",
+		median(rates["noop"])/median(rates["floor"]), median(cpus["noop"])/median(cpus["floor"]))
 	return nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func list(v []float64, format string) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 func cpuTime() time.Duration {

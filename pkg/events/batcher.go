@@ -3,6 +3,8 @@ package events
 import (
 	"context"
 	"errors"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,8 +42,17 @@ func (b *batcher) close() {
 	<-b.done
 }
 
+// opPool recycles batchOps and their channels: two per delivery.
+var opPool = sync.Pool{New: func() any { return &batchOp{sent: make(chan error, 1)} }}
+
 func (b *batcher) do(ctx context.Context, queue func(p redis.Pipeliner)) error {
-	op := &batchOp{ctx: ctx, queue: queue, sent: make(chan error, 1)}
+	op := opPool.Get().(*batchOp)
+	op.ctx, op.queue = ctx, queue
+	defer func() {
+		// The loop is done with op once it answered, or never had it.
+		op.ctx, op.queue = nil, nil
+		opPool.Put(op)
+	}()
 	select {
 	case b.ops <- op:
 	case <-ctx.Done():
@@ -69,6 +80,10 @@ func (b *batcher) loop() {
 		case <-b.stop:
 			return
 		}
+		// One yield lets the deliveries that are ready to queue their
+		// commands do so: under load it doubles the commands per pipeline
+		// (fewer system calls and wake-ups), idle it costs microseconds.
+		runtime.Gosched()
 	more:
 		for len(ops) < maxBatch {
 			select {
@@ -81,12 +96,20 @@ func (b *batcher) loop() {
 		p := b.rdb.Pipeline()
 		var live []*batchOp
 		deadline := time.Time{}
+		now := time.Now()
 		for _, op := range ops {
-			if op.ctx.Err() != nil {
-				op.sent <- op.ctx.Err()
+			if err := op.ctx.Err(); err != nil {
+				op.sent <- err
 				continue
 			}
-			if dl, ok := op.ctx.Deadline(); ok && (deadline.IsZero() || dl.After(deadline)) {
+			dl, ok := op.ctx.Deadline()
+			if ok && !dl.After(now) {
+				// Its time is up, whether or not its context says so
+				// (see deadlineCtx).
+				op.sent <- context.DeadlineExceeded
+				continue
+			}
+			if ok && (deadline.IsZero() || dl.After(deadline)) {
 				deadline = dl
 			}
 			op.queue(p)

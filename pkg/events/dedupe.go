@@ -256,5 +256,7 @@ func newLockToken() string {
 		// crypto/rand does not fail on supported platforms.
 		panic(errors.Join(errors.New("events: reading random bytes for a lock token"), err))
 	}
-	return lockTokenPrefix + hex.EncodeToString(b[:])
+	buf := make([]byte, len(lockTokenPrefix)+hex.EncodedLen(len(b)))
+	hex.Encode(buf[copy(buf, lockTokenPrefix):], b[:])
+	return string(buf)
 }

@@ -2,11 +2,9 @@ package events
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,21 +36,13 @@ type delivery struct {
 	start     time.Time
 }
 
-// decodeEnvelope decodes and validates a message body; every error wraps
-// ErrMalformedEnvelope.
-func decodeEnvelope(data []byte, env *Envelope) error {
-	if err := json.Unmarshal(data, env); err != nil {
-		return fmt.Errorf("%w: body is not a JSON envelope: %v", ErrMalformedEnvelope, err)
-	}
-	return env.Validate()
-}
-
 // process handles one delivery from start to its outcome: ack,
 // duplicate, nak or dlq. ctx is Run's; the work itself runs on contexts
 // that shutdown does not cancel.
 func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
-	r.metrics.inFlight.WithLabelValues(r.cfg.Consumer).Inc()
-	defer r.metrics.inFlight.WithLabelValues(r.cfg.Consumer).Dec()
+	inFlight := r.inFlight()
+	inFlight.Inc()
+	defer inFlight.Dec()
 	bg := context.WithoutCancel(ctx)
 	d := &delivery{msg: msg, start: time.Now()}
 	meta, err := msg.Metadata()
@@ -62,16 +52,19 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	d.n, d.seq = meta.NumDelivered, meta.Sequence.Stream
-	d.log = r.log.With().Str("subject", msg.Subject()).Str("stream", StreamName).
-		Uint64("stream_seq", d.seq).Uint64("delivery", d.n).Logger()
+	// The delivery's log fields, built once: a second With would copy them.
+	fields := r.log.With().Str("subject", msg.Subject()).Str("stream", StreamName).
+		Uint64("stream_seq", d.seq).Uint64("delivery", d.n)
 
 	var env Envelope
 	if err := decodeEnvelope(msg.Data(), &env); err != nil {
+		d.log = fields.Logger()
 		r.deadLetter(bg, d, err, dlqMalformed)
 		return
 	}
-	d.eventType = strings.ToLower(env.EventType)
-	d.log = d.log.With().Str("event_id", env.ID).Str("dedupe_key", env.DedupeKey).
+	tm := r.typeMetrics(env.EventType)
+	d.eventType = tm.label
+	d.log = fields.Str("event_id", env.ID).Str("dedupe_key", env.DedupeKey).
 		Str("event_type", env.EventType).Str("source", env.Source).Logger()
 
 	routes := r.match(msg.Subject())
@@ -86,16 +79,14 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 
 	token := newLockToken()
 	claimed := time.Now() // the lock's TTL runs from about now
-	cctx, cancel := context.WithTimeout(bg, r.opTimeout)
-	res, ttl, err := r.dedupe.claim(cctx, env.DedupeKey, token)
-	cancel()
+	res, ttl, err := r.dedupe.claim(withDeadline(bg, r.opTimeout), env.DedupeKey, token)
 	switch {
 	case err != nil:
 		r.setRedis(err)
 		r.nak(d, redeliveryDelay(d.n, r.cfg, r.rand), retryRedis, err)
 		return
 	case res == claimDuplicate:
-		r.metrics.duplicates.WithLabelValues(r.cfg.Consumer, d.eventType).Inc()
+		tm.duplicates.Inc()
 		if err := r.ack(bg, d); err != nil {
 			d.log.Warn().Err(err).Msg("acknowledging a duplicate failed; it will be delivered again")
 		}
@@ -130,7 +121,7 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 	start := time.Now()
 	herr := r.runHandlers(hctx, routes, env)
 	cancelTimeout()
-	r.metrics.handlerTime.WithLabelValues(r.cfg.Consumer, d.eventType).Observe(time.Since(start).Seconds())
+	tm.handlerTime.Observe(time.Since(start).Seconds())
 
 	if herr == nil {
 		stopKeepAlive()
@@ -141,7 +132,7 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 				fmt.Errorf("handlers succeeded but the done marker was not written (they run again on the redelivery): %w", err))
 			return
 		}
-		r.metrics.processed.WithLabelValues(r.cfg.Consumer, d.eventType).Inc()
+		tm.processed.Inc()
 		if err := r.ack(bg, d); err != nil {
 			d.log.Warn().Err(err).Msg("acknowledging failed; the redelivery will find the done marker")
 		}
@@ -190,70 +181,97 @@ func (r *Router) process(ctx context.Context, msg jetstream.Msg) {
 // another worker may claim the event.
 func (r *Router) keepAlive(ctx context.Context, d *delivery, dedupeKey, token string, claimed time.Time, cancel context.CancelCauseFunc) func() {
 	// Timers rather than a goroutine per delivery: most handlers finish
-	// long before the first extension is due, and then nothing ran.
-	var mu sync.Mutex // serialises ticks and stop
-	var stopped atomic.Bool
-	// The timers log through their own copy: process goes on changing
-	// d.log (the attempt number) while a timer may still fire.
-	log := d.log
-	var t, watchdog *time.Timer
-	hold := r.lockHold()
-	every := r.cfg.AckWait / 3
-	// tick extends both and returns when to do it again.
-	tick := func() time.Duration {
-		if watchdog == nil {
-			// Armed at the first tick, which comes before hold is over;
-			// it does not take mu, so that it fires on time even while a
-			// tick waits for a Redis that does not answer.
-			watchdog = time.AfterFunc(time.Until(claimed.Add(hold)), func() {
-				if stopped.Load() {
-					return
-				}
-				log.Warn().Err(errLockUnconfirmed).Dur("unconfirmed_for", hold).Msg("lock not extended in time; cancelling the handlers")
-				cancel(errLockUnconfirmed)
-			})
-		}
-		if err := d.msg.InProgress(); err != nil {
-			log.Warn().Err(err).Msg("extending the ack wait failed")
-		}
-		sent := time.Now() // the extension runs from no earlier than this
-		rctx, rcancel := context.WithTimeout(ctx, r.opTimeout)
-		ok, err := r.dedupe.refresh(rctx, dedupeKey, token)
-		rcancel()
-		switch {
-		case err != nil:
-			log.Warn().Err(err).Msg("extending the lock failed")
-			return every / 4
-		case !ok:
-			log.Warn().Err(errLockLost).Msg("lock lost; cancelling the handlers")
-			cancel(errLockLost)
-			return every
-		}
-		watchdog.Reset(time.Until(sent.Add(hold)))
+	// long before the first extension is due, and then nothing ran. One
+	// struct holds their state, rather than closures sharing it, which
+	// would cost an allocation each.
+	k := &keeper{
+		r: r, ctx: ctx, d: d, dedupeKey: dedupeKey, token: token, claimed: claimed, cancel: cancel,
+		// The timers log through their own copy: process goes on changing
+		// d.log (the attempt number) while a timer may still fire.
+		log:   d.log,
+		hold:  r.lockHold(),
+		every: r.cfg.AckWait / 3,
+	}
+	k.mu.Lock()
+	k.t = time.AfterFunc(k.every, k.run)
+	k.mu.Unlock()
+	return k.stop
+}
+
+// keeper is the state of one delivery's keepAlive.
+type keeper struct {
+	r                *Router
+	ctx              context.Context
+	d                *delivery
+	log              zerolog.Logger
+	dedupeKey, token string
+	claimed          time.Time
+	cancel           context.CancelCauseFunc
+	hold, every      time.Duration
+
+	mu          sync.Mutex // serialises ticks and stop
+	stopped     atomic.Bool
+	t, watchdog *time.Timer
+}
+
+// tick extends both and returns when to do it again.
+func (k *keeper) tick() time.Duration {
+	r, log, cancel, hold, every := k.r, k.log, k.cancel, k.hold, k.every
+	if k.watchdog == nil {
+		// Armed at the first tick, which comes before hold is over;
+		// it does not take mu, so that it fires on time even while a
+		// tick waits for a Redis that does not answer.
+		k.watchdog = time.AfterFunc(time.Until(k.claimed.Add(hold)), k.unconfirmed)
+	}
+	if err := k.d.msg.InProgress(); err != nil {
+		log.Warn().Err(err).Msg("extending the ack wait failed")
+	}
+	sent := time.Now() // the extension runs from no earlier than this
+	rctx, rcancel := context.WithTimeout(k.ctx, r.opTimeout)
+	ok, err := r.dedupe.refresh(rctx, k.dedupeKey, k.token)
+	rcancel()
+	switch {
+	case err != nil:
+		log.Warn().Err(err).Msg("extending the lock failed")
+		return every / 4
+	case !ok:
+		log.Warn().Err(errLockLost).Msg("lock lost; cancelling the handlers")
+		cancel(errLockLost)
 		return every
 	}
-	var run func()
-	run = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped.Load() {
-			return
-		}
-		t.Reset(tick())
+	k.watchdog.Reset(time.Until(sent.Add(hold)))
+	return every
+}
+
+// unconfirmed is the watchdog's: the lock was not confirmed for hold.
+func (k *keeper) unconfirmed() {
+	if k.stopped.Load() {
+		return
 	}
-	mu.Lock()
-	t = time.AfterFunc(every, run)
-	mu.Unlock()
-	return func() {
-		// Holding mu waits for a running tick; after it no tick starts.
-		mu.Lock()
-		stopped.Store(true)
-		t.Stop()
-		if watchdog != nil {
-			watchdog.Stop()
-		}
-		mu.Unlock()
+	cancel, hold := k.cancel, k.hold
+	k.log.Warn().Err(errLockUnconfirmed).Dur("unconfirmed_for", hold).Msg("lock not extended in time; cancelling the handlers")
+	cancel(errLockUnconfirmed)
+}
+
+func (k *keeper) run() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stopped.Load() {
+		return
 	}
+	k.t.Reset(k.tick())
+}
+
+// stop ends the extensions; it may be called more than once.
+func (k *keeper) stop() {
+	// Holding mu waits for a running tick; after it no tick starts.
+	k.mu.Lock()
+	k.stopped.Store(true)
+	k.t.Stop()
+	if k.watchdog != nil {
+		k.watchdog.Stop()
+	}
+	k.mu.Unlock()
 }
 
 // lockHold is how long after the last confirmation of an event's lock its
@@ -266,9 +284,10 @@ func (r *Router) lockHold() time.Duration { return r.cfg.AckWait - r.cfg.AckWait
 // failed attempts (one round trip), trying a few times within opTimeout.
 // A lock that could not be released expires by itself.
 func (r *Router) markDone(ctx context.Context, dedupeKey, token string, d *delivery) error {
-	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
-	defer cancel()
-	value := time.Now().UTC().Format(time.RFC3339) + " seq=" + strconv.FormatUint(d.seq, 10)
+	ctx = withDeadline(ctx, r.opTimeout)
+	var buf [64]byte
+	b := time.Now().UTC().AppendFormat(buf[:0], time.RFC3339)
+	value := string(strconv.AppendUint(append(b, " seq="...), d.seq, 10))
 	// Only a redelivery can have failed attempts to forget; a first
 	// delivery saves the command.
 	var attemptsSeq uint64
@@ -345,3 +364,25 @@ func (r *Router) deadLetter(ctx context.Context, d *delivery, reason error, caus
 	}
 	ev.Dur("duration", time.Since(d.start)).Msg("dead-lettered")
 }
+
+// deadlineCtx is a context.WithTimeout for the batched Redis calls of a
+// delivery without what WithTimeout costs per call (a timer, a channel,
+// the cancel state): nothing waits on its Done, which is the parent's.
+// The batcher drops an operation whose deadline passed before it was sent
+// and bounds each pipeline by the latest deadline of its operations.
+type deadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+// withDeadline returns parent with a deadline d from now (or the
+// parent's, when that is earlier).
+func withDeadline(parent context.Context, d time.Duration) context.Context {
+	dl := time.Now().Add(d)
+	if pdl, ok := parent.Deadline(); ok && pdl.Before(dl) {
+		dl = pdl
+	}
+	return deadlineCtx{Context: parent, deadline: dl}
+}
+
+func (c deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -12,9 +13,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// fetchLoop fetches events into free slots of sem and dispatches them,
-// until ctx ends or the connection is closed.
-func (r *Router) fetchLoop(ctx context.Context, cons jetstream.Consumer, filters []string, sem chan struct{}, wg *sync.WaitGroup) error {
+// fetchLoop fetches events into free slots of sem and dispatches them to
+// pool, until ctx ends or the connection is closed.
+func (r *Router) fetchLoop(ctx context.Context, cons jetstream.Consumer, filters []string, sem chan struct{}, pool *processPool) error {
 	failures := 0
 	pause := func(err error) bool {
 		failures++
@@ -57,12 +58,7 @@ func (r *Router) fetchLoop(ctx context.Context, cons jetstream.Consumer, filters
 				release(sem, 1)
 				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer release(sem, 1)
-				r.process(ctx, msg)
-			}()
+			pool.dispatch(msg)
 		}
 		release(sem, n-got)
 		// The pull has ended: nothing handed back now can come back to it.
@@ -130,15 +126,27 @@ func acquire(ctx context.Context, sem chan struct{}) int {
 		return 0
 	}
 	n := 1
-	for {
+	for yields := 0; ; {
 		select {
 		case sem <- struct{}{}:
 			n++
+			continue
 		default:
+		}
+		// While most slots are busy, a few yields let the deliveries that
+		// are about to finish free theirs: one fetch of many events costs
+		// far less than many fetches of a few (each is a pull request and
+		// its subscription). Bounded, so a free slot waits microseconds.
+		if n >= cap(sem)/2 || yields == acquireYields {
 			return n
 		}
+		yields++
+		runtime.Gosched()
 	}
 }
+
+// acquireYields bounds how often acquire yields for more free slots.
+const acquireYields = 4
 
 // release frees n slots of sem.
 func release(sem chan struct{}, n int) {
@@ -177,4 +185,57 @@ func (r *Router) handBack(msg jetstream.Msg) {
 	}
 	r.metrics.retries.WithLabelValues(r.cfg.Consumer, "", retryShutdown).Inc()
 	ev.Msg("handed back")
+}
+
+// processPool runs process for each dispatched message on goroutines
+// that stay for the next one: a goroutine per delivery would grow a fresh
+// stack for every event. It starts them as needed, at most one per slot
+// of sem, so a dispatched message (which holds a slot) never waits for
+// long; each frees its slot when process returned.
+type processPool struct {
+	r       *Router
+	ctx     context.Context
+	sem     chan struct{}
+	work    chan jetstream.Msg
+	started int // goroutines; only the fetch loop reads or changes it
+	wg      sync.WaitGroup
+}
+
+func newProcessPool(ctx context.Context, r *Router, sem chan struct{}) *processPool {
+	return &processPool{r: r, ctx: ctx, sem: sem, work: make(chan jetstream.Msg)}
+}
+
+// dispatch hands msg to an idle goroutine, or to a new one while there
+// are fewer than slots.
+func (p *processPool) dispatch(msg jetstream.Msg) {
+	if p.started < cap(p.sem) {
+		select {
+		case p.work <- msg:
+			return
+		default:
+		}
+		p.started++
+		p.wg.Add(1)
+		go p.serve(msg)
+		return
+	}
+	p.work <- msg
+}
+
+func (p *processPool) serve(msg jetstream.Msg) {
+	defer p.wg.Done()
+	for {
+		p.r.process(p.ctx, msg)
+		release(p.sem, 1)
+		var ok bool
+		if msg, ok = <-p.work; !ok {
+			return
+		}
+	}
+}
+
+// close waits until every dispatched message was processed.
+func (p *processPool) close() {
+	close(p.work)
+	p.wg.Wait()
 }

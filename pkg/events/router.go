@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 )
@@ -25,6 +27,13 @@ type Router struct {
 	log     zerolog.Logger
 	metrics *routerMetrics
 	dedupe  *dedupe
+
+	// Series resolved once (see typeMetrics).
+	byType        sync.Map // event type -> *typeMetrics
+	matches       sync.Map // subject -> []route, see match
+	matchesN      atomic.Int64
+	inFlightOnce  sync.Once
+	inFlightGauge prometheus.Gauge
 
 	// Timing knobs derived from cfg; tests shorten healthInterval.
 	pollWait       time.Duration // how long one fetch waits for events (shutdown waits for the last)
@@ -136,6 +145,8 @@ func (r *Router) Register(pattern string, hs ...Handler) error {
 		}
 	}
 	r.routes = append(r.routes, route{pattern: pattern, hs: append([]Handler(nil), hs...)})
+	r.matches.Clear()
+	r.matchesN.Store(0)
 	return nil
 }
 
@@ -168,6 +179,23 @@ func (r *Router) FilterSubjects() []string {
 // match returns the routes whose pattern matches subject, in registration
 // order. Routes do not change while Run is active.
 func (r *Router) match(subject string) []route {
+	if rts, ok := r.matches.Load(subject); ok {
+		return rts.([]route)
+	}
+	out := r.matchRoutes(subject)
+	// Subjects repeat (a merchant and an event type): remember the
+	// answers, for a bounded number of them.
+	if r.matchesN.Add(1) <= maxMatches {
+		r.matches.Store(subject, out)
+	}
+	return out
+}
+
+// maxMatches bounds the subjects whose routes a router remembers.
+const maxMatches = 4096
+
+// matchRoutes is match without the memory.
+func (r *Router) matchRoutes(subject string) []route {
 	var out []route
 	for _, rt := range r.routes {
 		if matchSubject(rt.pattern, subject) {
@@ -237,13 +265,13 @@ func (r *Router) Run(ctx context.Context) error {
 	r.log.Info().Str("stream", StreamName).Strs("subjects", filters).Int("concurrency", r.cfg.Concurrency).
 		Dur("ack_wait", r.cfg.AckWait).Dur("handler_timeout", r.cfg.HandlerTimeout).Int("max_deliver", r.cfg.MaxDeliver).Msg("worker started")
 
-	var wg sync.WaitGroup
 	sem := make(chan struct{}, r.cfg.Concurrency)
 	batch := newBatcher(r.rdb)
 	r.dedupe.batch = batch
-	err = r.fetchLoop(ctx, cons, filters, sem, &wg)
+	pool := newProcessPool(ctx, r, sem)
+	err = r.fetchLoop(ctx, cons, filters, sem, pool)
 	r.setActive(false)
-	wg.Wait()
+	pool.close()
 	r.dedupe.batch = nil
 	batch.close()
 	// Acks are not confirmed one by one; a flush (a PING the server answers

@@ -2,6 +2,7 @@ package events
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -97,4 +98,37 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C, errp *erro
 		*errp = err
 	}
 	return c
+}
+
+// typeMetrics are the series of one consumer and event type that every
+// delivery touches, resolved once: looking a series up by its label
+// values hashes them on every call.
+type typeMetrics struct {
+	label       string // the event type in lower case, the metrics' label value
+	processed   prometheus.Counter
+	duplicates  prometheus.Counter
+	handlerTime prometheus.Observer
+}
+
+// typeMetrics returns the series of r's consumer for eventType, as the
+// envelope spells it. There are as many as series of the metrics.
+func (r *Router) typeMetrics(eventType string) *typeMetrics {
+	if tm, ok := r.byType.Load(eventType); ok {
+		return tm.(*typeMetrics)
+	}
+	label := strings.ToLower(eventType)
+	tm := &typeMetrics{
+		label:       label,
+		processed:   r.metrics.processed.WithLabelValues(r.cfg.Consumer, label),
+		duplicates:  r.metrics.duplicates.WithLabelValues(r.cfg.Consumer, label),
+		handlerTime: r.metrics.handlerTime.WithLabelValues(r.cfg.Consumer, label),
+	}
+	actual, _ := r.byType.LoadOrStore(eventType, tm)
+	return actual.(*typeMetrics)
+}
+
+// inFlight returns r's series of wxpay_worker_in_flight.
+func (r *Router) inFlight() prometheus.Gauge {
+	r.inFlightOnce.Do(func() { r.inFlightGauge = r.metrics.inFlight.WithLabelValues(r.cfg.Consumer) })
+	return r.inFlightGauge
 }
