@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,9 @@ type recorder struct {
 	mu    sync.Mutex
 	byID  map[string]int
 	byKey map[string]int
+	// at keeps when each business id was applied, so that a second
+	// application can be told apart by when it came.
+	at    map[string][]time.Time
 	bad   []string // deliveries refused: bad signature or unreadable
 	other int      // events that are neither payments nor refunds
 	// holdPath, when set, makes the next delivery on that path wait
@@ -35,11 +39,12 @@ type recorder struct {
 	// before the answer is not applied, as a business handler whose
 	// transaction commits with its answer does not apply it.
 	holdPath string
+	holdType string // "": any event type
 	held     chan string
 }
 
 func newRecorder(secret []byte) *recorder {
-	return &recorder{secret: secret, byID: map[string]int{}, byKey: map[string]int{}}
+	return &recorder{secret: secret, byID: map[string]int{}, byKey: map[string]int{}, at: map[string][]time.Time{}}
 }
 
 func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -75,7 +80,7 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rc.mu.Lock()
-	hold := rc.holdPath != "" && r.URL.Path == rc.holdPath
+	hold := rc.holdPath != "" && r.URL.Path == rc.holdPath && (rc.holdType == "" || rc.holdType == ev.EventType)
 	if hold {
 		rc.holdPath = ""
 	}
@@ -89,6 +94,7 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc.byKey[r.Header.Get(webhook.HeaderIdempotencyKey)]++
 	if id != "" {
 		rc.byID[id]++
+		rc.at[id] = append(rc.at[id], time.Now())
 	} else {
 		rc.other++
 	}
@@ -98,10 +104,13 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // holdNext arms the hold on path and returns where the held delivery's
 // dedupe key arrives.
-func (rc *recorder) holdNext(path string) <-chan string {
+func (rc *recorder) holdNext(path string) <-chan string { return rc.holdNextOf(path, "") }
+
+// holdNextOf is holdNext for the next event of eventType only.
+func (rc *recorder) holdNextOf(path, eventType string) <-chan string {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	rc.holdPath, rc.held = path, make(chan string, 1)
+	rc.holdPath, rc.holdType, rc.held = path, eventType, make(chan string, 1)
 	return rc.held
 }
 
@@ -122,6 +131,13 @@ func (rc *recorder) counts() map[string]int {
 	return out
 }
 
+// appliedAt copies the times id was applied.
+func (rc *recorder) appliedAt(id string) []time.Time {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]time.Time(nil), rc.at[id]...)
+}
+
 // balancer stands in front of the two ingresses as a load balancer
 // does: round robin, and a backend that cannot be reached fails that
 // attempt with 502 (WeChat then retries on its schedule).
@@ -130,6 +146,12 @@ type balancer struct {
 	next     atomic.Uint64
 	client   *http.Client
 	failed   atomic.Int64
+
+	// byClock counts the answers to v3 notifications by how far their
+	// Wechatpay-Timestamp was from the clock ("outside" the 5-minute
+	// window, "edge" within 20 s inside it) and status.
+	mu      sync.Mutex
+	byClock map[string]int
 }
 
 func newBalancer(backends []string) *balancer {
@@ -162,8 +184,45 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Add(k, v)
 		}
 	}
+	if class := clockClass(r.Header.Get(wxpay.HeaderTimestamp)); class != "" {
+		b.mu.Lock()
+		if b.byClock == nil {
+			b.byClock = map[string]int{}
+		}
+		b.byClock[fmt.Sprintf("%s %d", class, resp.StatusCode)]++
+		b.mu.Unlock()
+	}
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)
+}
+
+// clockClass says where a Wechatpay-Timestamp lies against the 5-minute
+// window: "outside", "edge" (the last 20 s inside it) or "" (well inside,
+// or none).
+func clockClass(ts string) string {
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return ""
+	}
+	d := time.Unix(sec, 0).Sub(time.Now()).Abs()
+	switch {
+	case d > wxpay.DefaultTimestampWindow:
+		return "outside"
+	case d > wxpay.DefaultTimestampWindow-20*time.Second:
+		return "edge"
+	}
+	return ""
+}
+
+// clockCounts copies byClock.
+func (b *balancer) clockCounts() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range b.byClock {
+		out[k] = v
+	}
+	return out
 }
 
 // refundJob is a refund the flow makes a few orders after its payment.
@@ -181,6 +240,9 @@ type flow struct {
 	mchid  string
 	client *wxpay.Client
 	tag    string
+	// beforePay, when set, runs after an order is created and before it
+	// is paid (the business announcing it); an error fails the flow.
+	beforePay func(ctx context.Context, outTradeNo string) error
 
 	mu       sync.Mutex
 	paid     int
@@ -203,6 +265,11 @@ func (f *flow) run(ctx context.Context, d time.Duration, rate float64) {
 		if _, err := f.srv.CreateOrder(wxpaytest.NewOrder{MchID: f.mchid, OutTradeNo: no, Total: total, Description: "e2e order"}); err != nil {
 			f.fail(err)
 			continue
+		}
+		if f.beforePay != nil {
+			if err := f.beforePay(ctx, no); err != nil {
+				f.fail(fmt.Errorf("before paying %s: %w", no, err))
+			}
 		}
 		if _, err := f.srv.Pay(no); err != nil {
 			f.fail(err)

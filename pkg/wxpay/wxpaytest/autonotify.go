@@ -68,6 +68,13 @@ type NotifyFault struct {
 	// merchant's API v2 key, instead of v3 JSON: what arrives for a refund
 	// made in the merchant console, or for merchants still on API v2.
 	V2 bool
+	// TimestampSkew signs the first attempt of each copy with a
+	// Wechatpay-Timestamp this far from the platform's clock (negative: in
+	// the past), as a platform or receiver with a wrong clock sees it. The
+	// re-sends of the retry schedule are signed when they are sent, as
+	// WeChat signs every attempt. Ignored for V2 (a v2 body has no
+	// timestamp header).
+	TimestampSkew time.Duration
 }
 
 // AutoNotifyConfig configures the notifications the platform sends by
@@ -389,7 +396,7 @@ func (s *Server) sendCopies(nt *notifier, client *http.Client, scale float64, an
 	if f.Concurrent && copies > 1 {
 		var wg sync.WaitGroup
 		for range copies {
-			wg.Go(func() { s.deliverCopy(nt, client, scale, an, n) })
+			wg.Go(func() { s.deliverCopy(nt, client, scale, an, n, f.TimestampSkew) })
 		}
 		wg.Wait()
 		return
@@ -399,14 +406,18 @@ func (s *Server) sendCopies(nt *notifier, client *http.Client, scale float64, an
 			nt.count(an.Kind, func(c *NotifyCounts) { c.Canceled += copies - i })
 			return
 		}
-		s.deliverCopy(nt, client, scale, an, n)
+		s.deliverCopy(nt, client, scale, an, n, f.TimestampSkew)
 	}
 }
 
-// deliverCopy delivers one copy of n, signed anew, and counts the outcome.
-func (s *Server) deliverCopy(nt *notifier, client *http.Client, scale float64, an AutoNotification, n *Notification) {
+// deliverCopy delivers one copy of n, signed anew (the first attempt with
+// its timestamp skew off the platform's clock), and counts the outcome.
+func (s *Server) deliverCopy(nt *notifier, client *http.Client, scale float64, an AutoNotification, n *Notification, skew time.Duration) {
 	c := *n
 	c.Header = s.notificationHeaders(&c)
+	if skew != 0 && !c.v2 {
+		c.Header = s.notificationHeadersAt(&c, s.now().Add(skew))
+	}
 	_, err := s.deliver(nt.ctx, client, an.URL, &c, scale, func(Attempt) {
 		nt.count(an.Kind, func(c *NotifyCounts) { c.Attempts++ })
 	})

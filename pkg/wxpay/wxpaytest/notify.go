@@ -191,6 +191,12 @@ func (s *Server) notificationHeaders(n *Notification) http.Header {
 	if !n.opts.Timestamp.IsZero() {
 		at = n.opts.Timestamp
 	}
+	return s.notificationHeadersAt(n, at)
+}
+
+// notificationHeadersAt signs the v3 notification n with
+// Wechatpay-Timestamp at.
+func (s *Server) notificationHeadersAt(n *Notification, at time.Time) http.Header {
 	h := signHeaders(n.key, strconv.FormatInt(at.Unix(), 10), randomString(32), n.Body, false)
 	if n.opts.Signature != "" {
 		h.Set(wxpay.HeaderSignature, n.opts.Signature)
