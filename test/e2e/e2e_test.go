@@ -43,7 +43,11 @@ const forwardSecret = "e2e-forward-secret-0123456789"
 // crash survive it, so no event that was handled runs again). At the end every
 // notification is acknowledged, the consumer has nothing pending, no event
 // is dead-lettered, and the recorder behind FORWARD_URL counted each
-// transaction_id and refund_id once: none lost, none twice.
+// transaction_id and refund_id once: none lost, none twice. Then the day's
+// trade and refund bills, fetched from the platform once its clock has
+// moved to the next day, match the ledger the workers' tracker kept in
+// Redis row for row (see checkBills: the reconciler's bill code in this
+// process, since the command refuses a day its own clock says is today).
 //
 // It fails when a guarantee breaks: run against a worker that acknowledges
 // each event before running its handlers, it reported the delivery worker1
@@ -106,7 +110,9 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 	redisURL := fmt.Sprintf("redis://127.0.0.1:%d/0", redisPort)
 
 	// The fake platform, the business's recorder, the load balancer.
-	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey, TimeScale: 0.01})
+	clock := &platformClock{}
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey, TimeScale: 0.01, Now: clock.Now})
+	firstDay := chinaDay(clock.Now())
 	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
 	rec := newRecorder([]byte(forwardSecret))
 	recSrv := httptest.NewServer(rec)
@@ -343,6 +349,10 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 	if unexpected != 0 || len(bad) != 0 {
 		t.Errorf("the business got %d event(s) that are not a payment or refund the platform has, and refused %d: %v", unexpected, len(bad), first(bad, 5))
 	}
+	// The day's bills against the ledger the workers' tracker kept in
+	// Redis, through the kills of both and of NATS. Last: the check
+	// publishes bill.ready, which the business then receives too.
+	checkBills(t, ctx, srv, m, clock, firstDay, redisURL, js, payments, refunds)
 	if t.Failed() {
 		for _, p := range append(append(append([]*proc{redisProc}, ingresses...), workers...), natsProcs...) {
 			t.Logf("---- %s log tail:\n%s", p.name, p.tail())
