@@ -188,8 +188,14 @@ func TestForwardDoesNotFollowRedirects(t *testing.T) {
 					http.Redirect(w, r, "/moved/hooks?token=redirect-s3cret", code)
 				}
 			})
-			// Also when the caller's client would follow redirects.
-			for _, client := range []*http.Client{nil, {}} {
+			// Also when the caller's client would follow redirects. It
+			// has a transport of its own: on http.DefaultTransport, a
+			// parallel subtest's httptest.Server.Close (which closes
+			// that transport's idle connections) could break this
+			// request's reused connection.
+			own := &http.Transport{}
+			t.Cleanup(own.CloseIdleConnections)
+			for _, client := range []*http.Client{nil, {Transport: own}} {
 				f := newForward(t, ForwardConfig{URL: rc.URL + "/hooks", HTTPClient: client})
 				err := f.HandleEvent(ctx, envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T1"}`))
 				if !events.IsPermanent(err) {
