@@ -277,20 +277,7 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 
 	// The business side's record against the platform's.
 	got := rec.counts()
-	want := map[string]bool{}
-	payments, refunds := 0, 0
-	for _, o := range srv.Orders() {
-		if o.TransactionID != "" {
-			want["pay:"+o.TransactionID] = true
-			payments++
-		}
-	}
-	for _, r := range srv.Refunds() {
-		if r.Status == wxpay.RefundStatusSuccess {
-			want["refund:"+r.RefundID] = true
-			refunds++
-		}
-	}
+	want, payments, refunds := platformRecord(srv)
 	once, twice, lost, unexpected := 0, 0, 0, 0
 	var lostIDs, twiceIDs []string
 	for id := range want {

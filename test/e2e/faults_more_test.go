@@ -453,20 +453,7 @@ func TestEmptyRedisCutsStormsAndClock(t *testing.T) {
 
 	// The business's record against the platform's.
 	got := rec.counts()
-	want := map[string]bool{}
-	payments, refunds := 0, 0
-	for _, o := range srv.Orders() {
-		if o.TransactionID != "" {
-			want["pay:"+o.TransactionID] = true
-			payments++
-		}
-	}
-	for _, r := range srv.Refunds() {
-		if r.Status == wxpay.RefundStatusSuccess {
-			want["refund:"+r.RefundID] = true
-			refunds++
-		}
-	}
+	want, payments, refunds := platformRecord(srv)
 	markerFailures := 0
 	for _, w := range workers {
 		markerFailures += strings.Count(readLog(w), "the done marker was not written")

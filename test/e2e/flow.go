@@ -319,3 +319,23 @@ func (f *flow) fail(err error) {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// platformRecord is what the business must have applied once each: the
+// platform's paid orders ("pay:<transaction_id>") and successful refunds
+// ("refund:<refund_id>"), the recorder's keys, with their counts.
+func platformRecord(srv *wxpaytest.Server) (want map[string]bool, payments, refunds int) {
+	want = map[string]bool{}
+	for _, o := range srv.Orders() {
+		if o.TransactionID != "" {
+			want["pay:"+o.TransactionID] = true
+			payments++
+		}
+	}
+	for _, r := range srv.Refunds() {
+		if r.Status == wxpay.RefundStatusSuccess {
+			want["refund:"+r.RefundID] = true
+			refunds++
+		}
+	}
+	return want, payments, refunds
+}
