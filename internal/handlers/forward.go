@@ -27,12 +27,18 @@ type ForwardConfig struct {
 	Secret []byte
 	// Timeout per call; default DefaultForwardTimeout.
 	Timeout time.Duration
-	// HTTPClient defaults to a plain client (Timeout applies per call). Its
-	// redirect policy is replaced: a redirect is never followed.
+	// HTTPClient defaults to a client with a transport of its own (Timeout
+	// applies per call). Its redirect policy is replaced: a redirect is never
+	// followed.
 	HTTPClient *http.Client
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
+
+// forwardIdleConns is how many idle connections to the receiver the default
+// client keeps: the worker's default concurrency, so a steady flow reuses
+// its connections instead of dialing for each event.
+const forwardIdleConns = events.DefaultConcurrency
 
 // Forward POSTs each event to an HTTP endpoint: 2xx is success; 408, 429
 // and 5xx (and transport failures) are retried; a redirect (any 3xx) and any
@@ -58,7 +64,14 @@ func NewForward(cfg ForwardConfig) (*Forward, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultForwardTimeout
 	}
-	client := &http.Client{}
+	// A transport of its own: on http.DefaultTransport, anything else in the
+	// process that closes its idle connections (httptest.Server.Close does)
+	// breaks a request that is reusing one, and its two idle connections
+	// per host would make a worker handling many events at once dial the
+	// receiver again for most of them.
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = forwardIdleConns
+	client := &http.Client{Transport: transport}
 	if cfg.HTTPClient != nil {
 		c := *cfg.HTTPClient // the caller's client keeps its own policy
 		client = &c

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -405,5 +406,62 @@ func TestForwardRetryAfterZeroKeepsBackoff(t *testing.T) {
 		if gap := posts[i].Sub(posts[i-1]); gap < retryBase*3/4 {
 			t.Errorf("attempt %d came %v after the previous one, want at least the backoff %v", i+1, gap, retryBase)
 		}
+	}
+}
+
+// TestForwardReusesConnections: a worker forwarding as many events at once as
+// its default concurrency dials the receiver once per concurrent call, then
+// reuses those connections for the next wave instead of dialing again.
+// On http.DefaultTransport's two idle connections per host it would dial 30.
+func TestForwardReusesConnections(t *testing.T) {
+	const wave = forwardIdleConns
+	var (
+		mu      sync.Mutex
+		dialed  int
+		arrived = make(chan struct{}, wave)
+		release = make(chan struct{})
+	)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		<-release // every call of the wave is in flight at once
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			dialed++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	f := newForward(t, ForwardConfig{URL: srv.URL})
+	for round := 0; round < 2; round++ {
+		errs := make(chan error, wave)
+		for i := 0; i < wave; i++ {
+			go func() {
+				errs <- f.HandleEvent(context.Background(), envelope("TRANSACTION.SUCCESS", `{"out_trade_no":"T1"}`))
+			}()
+		}
+		for i := 0; i < wave; i++ {
+			<-arrived
+		}
+		for i := 0; i < wave; i++ {
+			release <- struct{}{}
+		}
+		for i := 0; i < wave; i++ {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// A connection goes back to the pool just after its call returns, so a
+	// call of the second wave may dial before the last one is back: allow a
+	// few. Two idle connections per host (the default transport's) would
+	// dial most of the second wave again.
+	if dialed > wave+wave/4 {
+		t.Fatalf("%d connections for two waves of %d calls, want about %d: the second wave must reuse the first's", dialed, wave, wave)
 	}
 }
