@@ -1,33 +1,28 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
-	"sync/atomic"
+	"os/exec"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
-
 	"github.com/wxpay-notify/wxpay-notify/internal/reconcile"
-	"github.com/wxpay-notify/wxpay-notify/internal/tracking"
-	"github.com/wxpay-notify/wxpay-notify/pkg/events"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
-	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay/wxpaytest"
 )
 
-// platformClock is the fake platform's clock: the present while the
-// processes run (they sign and check timestamps with theirs), moved to
-// the next day for the bill check, since WeChat makes a day's bills only
-// once it is over.
-type platformClock struct{ offset atomic.Int64 }
+// tradeLag is how far back the fake platform dates the run's trades (its
+// trade clock, wxpaytest.Options.TradeNow), while it signs and checks
+// requests and notifications in the present. Two days back, the trade day
+// is over for the reconciler command, which refuses a day its own clock
+// says is today, and its bills are ready (WeChat makes them after 10:00 of
+// the next day) at whatever hour the run happens.
+const tradeLag = 48 * time.Hour
 
-func (c *platformClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
-
-// setTo moves the clock to at.
-func (c *platformClock) setTo(at time.Time) { c.offset.Store(int64(time.Until(at))) }
+// tradeNow is the fake platform's trade clock.
+func tradeNow() time.Time { return time.Now().Add(-tradeLag) }
 
 // chinaDay is midnight, China time, of t's China date.
 func chinaDay(t time.Time) time.Time {
@@ -35,41 +30,41 @@ func chinaDay(t time.Time) time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, wxpay.ChinaTime())
 }
 
-// checkBills reconciles the bills of every China day from first to the
-// platform's present against the ledger the workers' tracker wrote in
-// Redis, with the reconciler's own code: the bill rows must all match the
-// ledger, and there must be as many as the payments and refunds of the
-// run. The reconciler command itself refuses a day that is not over by
-// its own clock, which a test cannot move; the fake platform's clock is
-// moved instead, once the processes have stopped notifying.
-func checkBills(t *testing.T, ctx context.Context, srv *wxpaytest.Server, m *wxpaytest.Merchant, clock *platformClock,
-	first time.Time, redisURL string, js jetstream.JetStream, payments, refunds int) {
+// billReport is the part of `reconciler bills --output json` checked here.
+type billReport struct {
+	ExitCode int                    `json:"exit_code"`
+	Bills    *reconcile.BillSummary `json:"bills"`
+	Error    string                 `json:"error"`
+}
+
+// checkBills runs `reconciler bills --date D --output json`, as the daily
+// cron job does, for every China day from first to last, against the
+// ledger the workers' tracker kept in Redis; env configures it like the
+// other processes. Each run must exit 0 with every bill fetched and
+// matching the ledger row for row, and the matched rows of all days must
+// be as many as the payments and refunds of the run.
+func checkBills(t *testing.T, ctx context.Context, reconciler string, env []string, first, last time.Time, payments, refunds int) {
 	t.Helper()
-	last := chinaDay(clock.Now())
-	clock.setTo(last.AddDate(0, 0, 1).Add(12 * time.Hour)) // noon of the next day: every bill ready
-	client, err := wxpay.NewClient(srv.ClientConfig(m))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	recon := reconcile.New([]reconcile.Merchant{{MchID: m.MchID, Client: client}},
-		tracking.NewStore(rdb, tracking.Config{}), events.NewPublisher(js, events.PublisherConfig{}),
-		reconcile.Config{Logger: zerolog.Nop(), Now: clock.Now})
 	var matched, rows int64
 	for day := chinaDay(first); !day.After(last); day = day.AddDate(0, 0, 1) {
-		sum, err := recon.Bills(ctx, day, reconcile.BillOptions{Dir: t.TempDir()})
-		if err != nil {
-			t.Errorf("the bill check of %s: %v", day.Format("2006-01-02"), err)
+		date := day.Format("2006-01-02")
+		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		cmd := exec.CommandContext(rctx, reconciler, "bills", "--date", date, "--output", "json")
+		cmd.Env = append(env, "RECONCILE_BILL_DIR="+t.TempDir())
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		cancel()
+		var rep billReport
+		if jerr := json.Unmarshal(out, &rep); jerr != nil || rep.Bills == nil {
+			t.Errorf("reconciler bills --date %s: %v; its report does not decode (%v):\n%s\nits log:\n%s", date, err, jerr, out, stderr.String())
 			continue
 		}
-		t.Logf("%s", sum)
-		if !sum.Clean() || sum.NotReady > 0 {
-			t.Errorf("the bill check of %s is not clean: %s%s", day.Format("2006-01-02"), sum, mismatchDetails(sum))
+		sum := *rep.Bills
+		t.Logf("reconciler bills --date %s: exit %d, %s", date, rep.ExitCode, sum)
+		if err != nil || rep.ExitCode != 0 || !sum.Clean() || sum.NotReady > 0 {
+			t.Errorf("reconciler bills --date %s: %v, exit %d %s: not clean: %s%s\nits errors and warnings:\n%s",
+				date, err, rep.ExitCode, rep.Error, sum, mismatchDetails(sum), problems(stderr.Bytes()))
 		}
 		rows += sum.Rows
 		for _, b := range sum.Bills {

@@ -44,15 +44,17 @@ const forwardSecret = "e2e-forward-secret-0123456789"
 // notification is acknowledged, the consumer has nothing pending, no event
 // is dead-lettered, and the recorder behind FORWARD_URL counted each
 // transaction_id and refund_id once: none lost, none twice. Then the day's
-// trade and refund bills, fetched from the platform once its clock has
-// moved to the next day, match the ledger the workers' tracker kept in
-// Redis row for row (see checkBills: the reconciler's bill code in this
-// process, since the command refuses a day its own clock says is today).
+// trade and refund bills match the ledger the workers' tracker kept in
+// Redis row for row: `reconciler bills --date` runs as a process for each
+// day of the run's trades, which the platform dates two days back (see
+// tradeLag: the command refuses a day its own clock says is today).
 //
 // It fails when a guarantee breaks: run against a worker that acknowledges
 // each event before running its handlers, it reported the delivery worker1
-// was killed in as lost (test/mutations/e2e.txt keeps that run in the
-// mutation check).
+// was killed in as lost; against a tracker that files a payment under the
+// day it was received instead of its success_time, `reconciler bills`
+// reported the run's payments missing from the ledger
+// (test/mutations/e2e.txt keeps both runs in the mutation check).
 func TestCrashesWhilePaymentsFlow(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run of about 90 seconds; not in -short")
@@ -110,10 +112,12 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 	redisURL := fmt.Sprintf("redis://127.0.0.1:%d/0", redisPort)
 
 	// The fake platform, the business's recorder, the load balancer.
-	clock := &platformClock{}
-	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey, TimeScale: 0.01, Now: clock.Now})
-	firstDay := chinaDay(clock.Now())
+	// Its trades are dated two days back (tradeLag), so that the run's
+	// bills can be reconciled by the reconciler command at the end.
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey, TimeScale: 0.01, TradeNow: tradeNow})
+	firstDay := chinaDay(tradeNow())
 	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
+	merchantEnv := testenv.MerchantEnv(t, srv, m)
 	rec := newRecorder([]byte(forwardSecret))
 	recSrv := httptest.NewServer(rec)
 	t.Cleanup(recSrv.Close)
@@ -129,7 +133,7 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		env := common(admin)
 		env["LISTEN_ADDR"] = listen
-		for k, v := range testenv.MerchantEnv(t, srv, m) {
+		for k, v := range merchantEnv {
 			env[k] = v
 		}
 		ingresses = append(ingresses, h.add(fmt.Sprintf("ingress%d", i+1), filepath.Join(bin, "ingress"), nil, env,
@@ -339,7 +343,12 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 	// The day's bills against the ledger the workers' tracker kept in
 	// Redis, through the kills of both and of NATS. Last: the check
 	// publishes bill.ready, which the business then receives too.
-	checkBills(t, ctx, srv, m, clock, firstDay, redisURL, js, payments, refunds)
+	recEnv := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + h.dir, "NATS_URL=" + natsURL, "REDIS_URL=" + redisURL,
+		"STREAM_REPLICAS=3", "LOG_FORMAT=json"}
+	for k, v := range merchantEnv {
+		recEnv = append(recEnv, k+"="+v)
+	}
+	checkBills(t, ctx, filepath.Join(bin, "reconciler"), recEnv, firstDay, chinaDay(tradeNow()), payments, refunds)
 	if t.Failed() {
 		for _, p := range append(append(append([]*proc{redisProc}, ingresses...), workers...), natsProcs...) {
 			t.Logf("---- %s log tail:\n%s", p.name, p.tail())

@@ -97,11 +97,6 @@ func TestEmptyRedisCutsStormsAndClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	buildBinaries(t, bin)
-	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./cmd/reconciler")
-	build.Dir = moduleRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/reconciler: %v\n%s", err, out)
-	}
 
 	// NATS: three clustered servers that do not tell clients about each
 	// other, so that worker2 reaches them only through its proxies.

@@ -63,13 +63,13 @@ func moduleRoot(t testing.TB) string {
 	return filepath.Dir(gomod)
 }
 
-// buildBinaries builds nats-server, ingress and worker from the checkout
+// buildBinaries builds nats-server, ingress, worker and reconciler from the checkout
 // (nats-server from the module cache) into dir.
 func buildBinaries(t testing.TB, dir string) {
 	root := moduleRoot(t)
 	for _, args := range [][]string{
 		{"build", "-o", filepath.Join(dir, "nats-server"), "github.com/nats-io/nats-server/v2"},
-		{"build", "-o", dir + string(filepath.Separator), "./cmd/ingress", "./cmd/worker"},
+		{"build", "-o", dir + string(filepath.Separator), "./cmd/ingress", "./cmd/worker", "./cmd/reconciler"},
 	} {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = root

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -239,5 +240,70 @@ func TestTradeBillHistoryPartner(t *testing.T) {
 	if len(rows) != 1 || rows[0].MchID != sp.MchID || rows[0].SubMchID != "1900000109" || rows[0].OutTradeNo != "SUB1-ORDER" ||
 		rows[0].OpenID != "sp-openid-1" {
 		t.Errorf("one sub-merchant's bill: %+v", rows)
+	}
+}
+
+// TestTradeClock: with Options.TradeNow two days back, the trades are dated
+// on the trade clock (create and success times, the dates in their ids,
+// the bill day), while notifications are signed at Now and verify against
+// a client on the real clock, and the trade day's bill is ready at once.
+func TestTradeClock(t *testing.T) {
+	t.Parallel()
+	tradeNow := func() time.Time { return time.Now().Add(-48 * time.Hour) }
+	srv := wxpaytest.NewServer(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey, TradeNow: tradeNow})
+	m := srv.AddMerchant(wxpaytest.MerchantOptions{})
+	c, err := wxpay.NewClient(srv.ClientConfig(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := srv.CreateOrder(wxpaytest.NewOrder{MchID: m.MchID, OutTradeNo: "ORDER-OLD", Total: 500}); err != nil {
+		t.Fatal(err)
+	}
+	paid, err := srv.Pay("ORDER-OLD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateRefund(ctx, &wxpay.RefundRequest{OutTradeNo: "ORDER-OLD", OutRefundNo: "REFUND-OLD", Refund: 200, Total: 500}); err != nil {
+		t.Fatal(err)
+	}
+	refund, err := srv.CompleteRefund("REFUND-OLD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tradeDay := tradeNow().In(wxpay.ChinaTime()).Format("20060102")
+	for what, at := range map[string]time.Time{"order created": paid.CreateTime, "paid": paid.SuccessTime,
+		"refund created": refund.CreateTime, "refunded": refund.SuccessTime} {
+		if d := time.Since(at); d < 47*time.Hour || d > 49*time.Hour {
+			t.Errorf("%s %s ago, want on the trade clock, 48h ago", what, d.Round(time.Second))
+		}
+	}
+	if !strings.Contains(paid.TransactionID, tradeDay) || !strings.Contains(refund.RefundID, tradeDay) {
+		t.Errorf("transaction_id %s and refund_id %s, want both dated %s", paid.TransactionID, refund.RefundID, tradeDay)
+	}
+
+	// The notification is of the past trade, signed in the present: a
+	// client on the real clock accepts it.
+	n, err := srv.PaymentNotification("ORDER-OLD", wxpaytest.NotificationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.ParseNotification(ctx, n.Header, n.Body)
+	if err != nil {
+		t.Fatalf("a notification of a trade two days back: %v", err)
+	}
+	tx, err := got.Transaction()
+	if err != nil || tx.SuccessTime != paid.SuccessTime.In(wxpay.ChinaTime()).Format(time.RFC3339) {
+		t.Errorf("success_time %q, %v, want the trade clock's %s", tx.SuccessTime, err, paid.SuccessTime)
+	}
+
+	// The trade day is over on the platform's clock: its bill is ready.
+	day, _ := time.ParseInLocation("20060102", tradeDay, wxpay.ChinaTime())
+	rows, _, err := downloadTradeBill(t, c, wxpay.TradeBillRequest{Date: day})
+	if err != nil {
+		t.Fatalf("the trade day's bill: %v", err)
+	}
+	if len(rows) != 2 || rows[0].OutTradeNo != "ORDER-OLD" || rows[1].OutRefundNo != "REFUND-OLD" {
+		t.Errorf("the trade day's bill: %+v, want the payment and its refund", rows)
 	}
 }

@@ -256,7 +256,7 @@ func (s *Server) CreateOrder(o NewOrder) (Order, error) {
 	if b.orders[o.OutTradeNo] != nil {
 		return Order{}, fmt.Errorf("wxpaytest: order %s exists already", o.OutTradeNo)
 	}
-	return *b.addLocked(o, s.now()), nil
+	return *b.addLocked(o, s.tradeNow()), nil
 }
 
 func (b *book) addLocked(o NewOrder, now time.Time) *Order {
@@ -358,7 +358,7 @@ func (s *Server) settle(outTradeNo, state string) (Order, error) {
 	o.TradeState = state
 	if state == wxpay.TradeStateSuccess {
 		b.seq++
-		now := s.now()
+		now := s.tradeNow()
 		o.TransactionID = fmt.Sprintf("42000%s%015d", now.In(wxpay.ChinaTime()).Format("20060102"), b.seq)
 		o.SuccessTime = now.Truncate(time.Second)
 		if o.Payer == (wxpay.Payer{}) {
@@ -456,7 +456,7 @@ func (s *Server) setRefundStatus(outRefundNo, status string) (RefundRecord, erro
 	}
 	r.Status = status
 	if status == wxpay.RefundStatusSuccess {
-		r.SuccessTime = s.now().Truncate(time.Second)
+		r.SuccessTime = s.tradeNow().Truncate(time.Second)
 	}
 	return *r, nil
 }
@@ -604,7 +604,7 @@ func (s *Server) servePrepay(kind string, partner bool) APIFunc {
 		}
 		o := b.addLocked(NewOrder{MchID: c.Merchant.MchID, SubMchID: sub, AppID: appID, SubAppID: w.SubAppID,
 			OutTradeNo: w.OutTradeNo, TradeType: tradeTypes[kind], Description: w.Description, Attach: w.Attach,
-			NotifyURL: w.NotifyURL, Total: w.Amount.Total, Payer: payer}, s.now())
+			NotifyURL: w.NotifyURL, Total: w.Amount.Total, Payer: payer}, s.tradeNow())
 		b.prepay[w.OutTradeNo] = kind + string(c.Body)
 		return http.StatusOK, prepayAnswer(kind, o)
 	}
@@ -749,7 +749,7 @@ func (s *Server) serveCreateRefund(c *Call) (int, any) {
 		return http.StatusBadRequest, errorBody{"INVALID_REQUEST", "申请退款金额超过订单可退金额"}
 	}
 	b.seq++
-	now := s.now()
+	now := s.tradeNow()
 	r := &RefundRecord{MchID: o.MchID, SubMchID: o.SubMchID, OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID,
 		OutRefundNo: w.OutRefundNo, RefundID: fmt.Sprintf("50300%s%015d", now.In(wxpay.ChinaTime()).Format("20060102"), b.seq),
 		Reason: w.Reason, NotifyURL: w.NotifyURL, Status: wxpay.RefundStatusProcessing, Amount: w.Amount.Refund,

@@ -73,6 +73,13 @@ type Options struct {
 	Rotation bool
 	// Now is the platform's clock; default time.Now.
 	Now func() time.Time
+	// TradeNow is the clock of the trades: the create and success times of
+	// orders and refunds, the dates in their ids, and so the day of each
+	// bill row. Default Now. Dating the trades in the past (two days back,
+	// say) lets a test reconcile their bills in a process whose clock it
+	// cannot move, while requests, answers and notifications stay signed
+	// and checked in the present of Now.
+	TradeNow func() time.Time
 	// TimeScale multiplies the notification retry schedule (0.001 turns
 	// 15 s into 15 ms). Default 1.
 	TimeScale float64
@@ -106,8 +113,10 @@ type Server struct {
 	ts   *httptest.Server
 	opts Options
 	now  func() time.Time
-	ca   *ca
-	mux  *http.ServeMux
+	// tradeNow is Options.TradeNow, or now.
+	tradeNow func() time.Time
+	ca       *ca
+	mux      *http.ServeMux
 	// orders holds the orders and refunds of the order and refund
 	// endpoints (orders.go).
 	orders *book
@@ -166,6 +175,10 @@ func NewServer(t TB, opts Options) *Server {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.tradeNow = opts.TradeNow
+	if s.tradeNow == nil {
+		s.tradeNow = s.now
 	}
 	if s.opts.TimeScale <= 0 {
 		s.opts.TimeScale = 1
