@@ -3,7 +3,7 @@
 # storage, the ingress, and bench/ingressload sending distinct signed
 # notifications at a fixed rate (open loop), all on 127.0.0.1.
 #
-# usage: bench/ingress.sh [-d 30s] [-u 5s] [-s default|always] [-c http|raw] [-w WORKERS] [-g 50ms] [-S DIR] [-t] [-k] [-P] [-F | -A] [RATE ...]
+# usage: bench/ingress.sh [-d 30s] [-u 5s] [-s default|always] [-c http|raw] [-w WORKERS] [-g 50ms] [-S DIR] [-t] [-k] [-P] [-F | -A] [-V] [RATE ...]
 #   RATE        notifications/s (default 10000). Several rates make a ramp:
 #               one run per rate, each against a fresh NATS server and
 #               ingress, stopping at the first rate not held (p99 >= goal or
@@ -32,6 +32,10 @@
 #               decryption, no envelope, log or metrics. Its CPU per
 #               notification is what net/http, nats.go and nats-server cost
 #               by themselves, the part no change to the ingress can remove.
+#   -V          with -F or -A: the floor also verifies each signature
+#               (SHA256withRSA with crypto/rsa, 401 when it fails), the one
+#               cost WeChat Pay forces on every ingress; the ratio then
+#               measures the ingress's own overhead alone.
 #   -A          comparison: at each RATE run the floor, then the ingress,
 #               on one corpus signed for both (and for the next rates while
 #               its timestamps stay accepted), and print each side's highest
@@ -65,8 +69,9 @@ KEEP=
 PROFILE=
 FLOOR=
 COMPARE=
+VERIFY=
 STORE_PARENT=
-while getopts "d:u:s:c:w:g:S:tkPFA" opt; do
+while getopts "d:u:s:c:w:g:S:tkPFAV" opt; do
   case $opt in
     d) DURATION=$OPTARG ;;
     u) RAMPUP=$OPTARG ;;
@@ -80,6 +85,7 @@ while getopts "d:u:s:c:w:g:S:tkPFA" opt; do
     P) PROFILE=1 ;;
     F) FLOOR=1 ;;
     A) COMPARE=1 ;;
+    V) VERIFY=1 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   esac
 done
@@ -87,6 +93,7 @@ shift $((OPTIND - 1))
 RATES=("${@:-10000}")
 case $SYNC in default|always) ;; *) echo "-s must be default or always" >&2; exit 2 ;; esac
 if [ -n "$COMPARE" ] && [ -n "$FLOOR" ]; then echo "-A runs the floor itself: drop -F" >&2; exit 2; fi
+if [ -n "$VERIFY" ] && [ -z "$COMPARE$FLOOR" ]; then echo "-V changes the floor: use it with -F or -A" >&2; exit 2; fi
 # 15 s windows in -A mode keep a five-rate comparison near 10 minutes.
 DURATION=${DURATION:-$([ -n "$COMPARE" ] && echo 15s || echo 30s)}
 
@@ -173,7 +180,8 @@ start_services() { # store dir
   port_open "$NATS_ADDR" || { echo "bench: nats-server did not start" >&2; cat "$WORK/nats.log" >&2; return 1; }
   if [ -n "$FLOOR" ]; then
     # shellcheck disable=SC2086
-    env ${INGRESS_ENV:-} "$WORK/ingressload" floor -listen "$LISTEN_ADDR" -nats "nats://$NATS_ADDR" >"$WORK/ingress.log" 2>&1 &
+    env ${INGRESS_ENV:-} "$WORK/ingressload" floor -listen "$LISTEN_ADDR" -nats "nats://$NATS_ADDR" \
+      ${VERIFY:+-verify-key "$WORK/keys/pub_key.pem"} >"$WORK/ingress.log" 2>&1 &
     INGRESS_PID=$!
     for _ in $(seq 1 50); do port_open "$LISTEN_ADDR" && return 0; sleep 0.1; done
     echo "bench: the floor server did not start" >&2; cat "$WORK/ingress.log" >&2; return 1
@@ -190,7 +198,7 @@ start_services() { # store dir
   wait_ready "http://$ADMIN_ADDR/readyz" ingress || { cat "$WORK/ingress.log" >&2; return 1; }
 }
 
-echo "== machine: $(nproc) cores, $(uname -r); ${COMPARE:+COMPARISON floor/ingress; }${FLOOR:+FLOOR (ingressload floor in place of the ingress); }nats-server $NATS_VERSION (sync_interval: $SYNC, store under ${STORE_PARENT:-$WORK}); go $(go env GOVERSION); client $CLIENT${INGRESS_ENV:+; ingress env $INGRESS_ENV}${NATS_ENV:+; nats env $NATS_ENV}"
+echo "== machine: $(nproc) cores, $(uname -r); ${COMPARE:+COMPARISON floor/ingress; }${FLOOR:+FLOOR (ingressload floor in place of the ingress); }${VERIFY:+the floor verifies signatures; }nats-server $NATS_VERSION (sync_interval: $SYNC, store under ${STORE_PARENT:-$WORK}); go $(go env GOVERSION); client $CLIENT${INGRESS_ENV:+; ingress env $INGRESS_ENV}${NATS_ENV:+; nats env $NATS_ENV}"
 
 # run_one SIDE RATE [corpus]: one run against a fresh nats-server and
 # server (SIDE ingress or floor); sets status to ingressload's exit status

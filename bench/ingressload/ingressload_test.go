@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -151,7 +152,7 @@ func TestFloorPublishesAndAnswers(t *testing.T) {
 }
 
 func testFloor(t *testing.T, js jetstream.JetStream, async bool) {
-	srv := httptest.NewServer(floorHandler(js, 2*time.Second, async))
+	srv := httptest.NewServer(floorHandler(js, nil, 2*time.Second, async))
 	defer srv.Close()
 	s, err := js.Stream(t.Context(), events.StreamName)
 	if err != nil {
@@ -195,5 +196,42 @@ func testFloor(t *testing.T, js jetstream.JetStream, async bool) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("GET: %d", resp.StatusCode)
+	}
+}
+
+// With a public key, the floor answers a notification signed by the
+// platform 200 and one whose body or signature was changed 401.
+func TestFloorVerifies(t *testing.T) {
+	k, err := makeKeys(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	note, err := buildNote(k, new(bytes.Buffer), "run", 1, 0, strconv.FormatInt(time.Now().Unix(), 10), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(floorHandler(nil, &k.Platform.PublicKey, 2*time.Second, false))
+	defer srv.Close()
+	post := func(h http.Header, body []byte) int {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/notify/"+k.MchID, bytes.NewReader(body))
+		req.Header = h
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(note.header(), note.Body); code != 200 {
+		t.Fatalf("signed notification: %d, want 200", code)
+	}
+	changed := bytes.Replace(note.Body, []byte(`"TRANSACTION.SUCCESS"`), []byte(`"TRANSACTION.SUCCESs"`), 1)
+	if code := post(note.header(), changed); code != http.StatusUnauthorized {
+		t.Fatalf("changed body: %d, want 401", code)
+	}
+	h := note.header()
+	h.Set("Wechatpay-Nonce", "other")
+	if code := post(h, note.Body); code != http.StatusUnauthorized {
+		t.Fatalf("changed nonce: %d, want 401", code)
 	}
 }

@@ -85,7 +85,7 @@ func (p *Publisher) Publish(ctx context.Context, env Envelope) (Published, error
 	}
 	buf := buffers.Get()
 	defer buffers.Put(buf)
-	data, err := encodeJSON(buf, env)
+	data, err := encodeEnvelope(buf, &env)
 	if err != nil {
 		// The encoder compacts the resource (a json.RawMessage) and so
 		// checks its syntax, the one check validate(false) leaves to it.
