@@ -223,3 +223,69 @@ func TestLogBufferConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// gatedWriter blocks every write while its gate is shut.
+type gatedWriter struct {
+	lockedBuffer
+	gmu  sync.Mutex
+	gate chan struct{} // closed when open
+}
+
+func (g *gatedWriter) setGate(c chan struct{}) {
+	g.gmu.Lock()
+	defer g.gmu.Unlock()
+	g.gate = c
+}
+
+func (g *gatedWriter) Write(p []byte) (int, error) {
+	g.gmu.Lock()
+	gate := g.gate
+	g.gmu.Unlock()
+	<-gate
+	return g.lockedBuffer.Write(p)
+}
+
+// An info line does not wait for a slow destination: while a write hangs
+// (a busy disk, a slow pipe reader), lines filling several batches are
+// buffered and the calls return; once the destination moves again every
+// line arrives, in order.
+func TestLogBufferInfoLinesDoNotWaitForTheDestination(t *testing.T) {
+	open := make(chan struct{})
+	close(open)
+	dst := &gatedWriter{gate: open}
+	lb, _ := newTestBuffer(&dst.lockedBuffer)
+	lb.w = dst // before any line: the writer goroutine reads w only for a batch
+	log := zerolog.New(lb)
+	log.Info().Msg("first") // written at once: nothing was written before
+	shut := make(chan struct{})
+	dst.setGate(shut)
+
+	pad := strings.Repeat("x", 1000)
+	const lines = 3 * logBufferSize / 1000 // three batches: one written (hanging), two queued
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		for i := range lines {
+			log.Info().Int("i", i).Str("pad", pad).Msg("notification")
+		}
+	}()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		close(shut)
+		t.Fatalf("%d info lines waited for a hanging destination", lines)
+	}
+	close(shut)
+	if err := lb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := dst.snapshot()
+	sc := bufio.NewScanner(strings.NewReader(got))
+	sc.Buffer(nil, 1<<20)
+	sc.Scan() // "first"
+	for i := 0; i < lines; i++ {
+		if !sc.Scan() || !strings.Contains(sc.Text(), `"i":`+strconv.Itoa(i)+`,`) {
+			t.Fatalf("line %d is %.80q, want notification %d: lines lost or out of order", i+1, sc.Text(), i)
+		}
+	}
+}
