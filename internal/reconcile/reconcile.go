@@ -412,23 +412,35 @@ func verifiedIs(err, code error) bool {
 	return errors.As(err, &apiErr) && apiErr.Verified && errors.Is(err, code)
 }
 
-func (w *work) order(ctx context.Context) {
+// query asks WeChat about the item with q and reports whether its answer
+// is there to act on. When WeChat verifiably does not know the item
+// (notExist), an item older than the expire-after is dropped with a reason
+// naming code, and a younger one stays pending; any other error is a
+// failure of what.
+func (w *work) query(ctx context.Context, q func(context.Context) error, notExist error, code, what string) bool {
 	w.s.Queried++
-	var tx *wxpay.Transaction
-	err := w.call(ctx, func(ctx context.Context) (err error) {
-		tx, err = w.m.Client.QueryOrderByOutTradeNo(ctx, w.item.SubMchID, w.item.ID)
-		return err
-	})
+	err := w.call(ctx, q)
 	switch {
-	case verifiedIs(err, wxpay.ErrOrderNotExist):
+	case verifiedIs(err, notExist):
 		if w.age > w.r.cfg.ExpireAfter {
-			w.drop(ctx, "WeChat does not know this order (ORDER_NOT_EXIST) and it is older than the expire-after: removed")
-			return
+			w.drop(ctx, fmt.Sprintf("WeChat does not know this %s (%s) and it is older than the expire-after: removed", w.kind, code))
+			return false
 		}
 		w.s.StillPending++
-		return
+		return false
 	case err != nil:
-		w.fail(err, "querying the order")
+		w.fail(err, what)
+		return false
+	}
+	return true
+}
+
+func (w *work) order(ctx context.Context) {
+	var tx *wxpay.Transaction
+	if !w.query(ctx, func(ctx context.Context) (err error) {
+		tx, err = w.m.Client.QueryOrderByOutTradeNo(ctx, w.item.SubMchID, w.item.ID)
+		return err
+	}, wxpay.ErrOrderNotExist, "ORDER_NOT_EXIST", "querying the order") {
 		return
 	}
 	switch tx.TradeState {
@@ -479,22 +491,11 @@ func (w *work) publishTx(ctx context.Context, tx *wxpay.Transaction, eventType, 
 }
 
 func (w *work) refund(ctx context.Context) {
-	w.s.Queried++
 	var rf *wxpay.Refund
-	err := w.call(ctx, func(ctx context.Context) (err error) {
+	if !w.query(ctx, func(ctx context.Context) (err error) {
 		rf, err = w.m.Client.QueryRefund(ctx, w.item.SubMchID, w.item.ID)
 		return err
-	})
-	switch {
-	case verifiedIs(err, wxpay.ErrResourceNotExists):
-		if w.age > w.r.cfg.ExpireAfter {
-			w.drop(ctx, "WeChat does not know this refund (RESOURCE_NOT_EXISTS) and it is older than the expire-after: removed")
-			return
-		}
-		w.s.StillPending++
-		return
-	case err != nil:
-		w.fail(err, "querying the refund")
+	}, wxpay.ErrResourceNotExists, "RESOURCE_NOT_EXISTS", "querying the refund") {
 		return
 	}
 	var eventType, summary string
