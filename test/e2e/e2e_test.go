@@ -122,38 +122,11 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 	recSrv := httptest.NewServer(rec)
 	t.Cleanup(recSrv.Close)
 
-	common := func(admin string) map[string]string {
-		return map[string]string{"NATS_URL": natsURL, "STREAM_REPLICAS": "3", "REDIS_URL": redisURL,
-			"ADMIN_ADDR": admin, "LOG_FORMAT": "json", "LOG_LEVEL": "info"}
-	}
-	var ingresses []*proc
-	var backends []string
-	for i := range 2 {
-		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		env := common(admin)
-		env["LISTEN_ADDR"] = listen
-		for k, v := range merchantEnv {
-			env[k] = v
-		}
-		ingresses = append(ingresses, h.add(fmt.Sprintf("ingress%d", i+1), filepath.Join(bin, "ingress"), nil, env,
-			httpReady("http://"+admin+"/readyz")))
-		backends = append(backends, listen)
-	}
-	startAll(t, ctx, ingresses, 60*time.Second)
-
+	sys := stack{h: h, bin: bin, natsURL: natsURL, redisURL: redisURL, merchantEnv: merchantEnv}
+	ingresses, backends := sys.startIngresses(t, ctx, 2)
 	var workers []*proc
 	for i := range 2 {
-		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		env := common(admin)
-		env["WORKER_CONSUMER"] = "e2e"
-		env["WORKER_HANDLERS"] = "tracker,forward"
-		env["FORWARD_URL"] = fmt.Sprintf("%s/events/w%d", recSrv.URL, i+1)
-		env["FORWARD_SECRET"] = forwardSecret
-		env["WORKER_ACK_WAIT"] = "10s"
-		env["FORWARD_TIMEOUT"] = "5s"
-		workers = append(workers, h.add(fmt.Sprintf("worker%d", i+1), filepath.Join(bin, "worker"), nil, env,
-			httpReady("http://"+admin+"/readyz")))
+		workers = append(workers, sys.addWorker(t, i, recSrv.URL, map[string]string{"WORKER_ACK_WAIT": "10s", "FORWARD_TIMEOUT": "5s"}))
 	}
 	startAll(t, ctx, workers, 60*time.Second)
 	t.Logf("system up in %v", time.Since(began).Round(time.Millisecond))
@@ -343,12 +316,7 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 	// The day's bills against the ledger the workers' tracker kept in
 	// Redis, through the kills of both and of NATS. Last: the check
 	// publishes bill.ready, which the business then receives too.
-	recEnv := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + h.dir, "NATS_URL=" + natsURL, "REDIS_URL=" + redisURL,
-		"STREAM_REPLICAS=3", "LOG_FORMAT=json"}
-	for k, v := range merchantEnv {
-		recEnv = append(recEnv, k+"="+v)
-	}
-	checkBills(t, ctx, filepath.Join(bin, "reconciler"), recEnv, firstDay, chinaDay(tradeNow()), payments, refunds)
+	checkBills(t, ctx, filepath.Join(bin, "reconciler"), sys.reconcilerEnv(), firstDay, chinaDay(tradeNow()), payments, refunds)
 	if t.Failed() {
 		for _, p := range append(append(append([]*proc{redisProc}, ingresses...), workers...), natsProcs...) {
 			t.Logf("---- %s log tail:\n%s", p.name, p.tail())

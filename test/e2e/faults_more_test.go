@@ -151,57 +151,27 @@ func TestEmptyRedisCutsStormsAndClock(t *testing.T) {
 	recSrv := httptest.NewServer(rec)
 	t.Cleanup(recSrv.Close)
 
-	common := func(admin string) map[string]string {
-		return map[string]string{"NATS_URL": natsURL, "STREAM_REPLICAS": "3", "REDIS_URL": redisURL,
-			"ADMIN_ADDR": admin, "LOG_FORMAT": "json", "LOG_LEVEL": "info"}
-	}
-	var ingresses []*proc
-	var backends []string
-	for i := range 2 {
-		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		env := common(admin)
-		env["LISTEN_ADDR"] = listen
-		for k, v := range merchantEnv {
-			env[k] = v
-		}
-		ingresses = append(ingresses, h.add(fmt.Sprintf("ingress%d", i+1), filepath.Join(bin, "ingress"), nil, env,
-			httpReady("http://"+admin+"/readyz")))
-		backends = append(backends, listen)
-	}
-	startAll(t, ctx, ingresses, 60*time.Second)
+	sys := stack{h: h, bin: bin, natsURL: natsURL, redisURL: redisURL, merchantEnv: merchantEnv}
+	ingresses, backends := sys.startIngresses(t, ctx, 2)
 
 	// A short ack wait (the lock's TTL too) so that the cuts outlast it
 	// in seconds.
 	const ackWait = 3 * time.Second
 	var workers []*proc
 	for i := range 2 {
-		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		env := common(admin)
+		set := map[string]string{"WORKER_ACK_WAIT": ackWait.String(), "WORKER_RETRY_MAX": "5s", "FORWARD_TIMEOUT": "1s"}
 		if i == 1 {
-			env["NATS_URL"] = strings.Join(natsViaProxy, ",")
-			env["REDIS_URL"] = "redis://" + redisProxy.addr() + "/0"
+			set["NATS_URL"] = strings.Join(natsViaProxy, ",")
+			set["REDIS_URL"] = "redis://" + redisProxy.addr() + "/0"
 		}
-		env["WORKER_CONSUMER"] = "e2e"
-		env["WORKER_HANDLERS"] = "tracker,forward"
-		env["FORWARD_URL"] = fmt.Sprintf("%s/events/w%d", recSrv.URL, i+1)
-		env["FORWARD_SECRET"] = forwardSecret
-		env["WORKER_ACK_WAIT"] = ackWait.String()
-		env["WORKER_RETRY_MAX"] = "5s"
-		env["FORWARD_TIMEOUT"] = "1s"
-		workers = append(workers, h.add(fmt.Sprintf("worker%d", i+1), filepath.Join(bin, "worker"), nil, env,
-			httpReady("http://"+admin+"/readyz")))
+		workers = append(workers, sys.addWorker(t, i, recSrv.URL, set))
 	}
 	startAll(t, ctx, workers, 60*time.Second)
 	all := append(append([]*proc{}, ingresses...), workers...)
 	t.Logf("system up in %v", since())
 
 	// The reconciler, run as a process: its exit statuses are kept.
-	recEnv := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + h.dir, "NATS_URL=" + natsURL, "REDIS_URL=" + redisURL,
-		"STREAM_REPLICAS=3", "LOG_FORMAT=json"}
-	for k, v := range merchantEnv {
-		recEnv = append(recEnv, k+"="+v)
-	}
+	recEnv := sys.reconcilerEnv()
 	var recRuns, recFailed int
 	reconcileOrders := func() {
 		rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)

@@ -253,3 +253,66 @@ func tcpReady(addr string) func(context.Context) error {
 		return c.Close()
 	}
 }
+
+// stack is the settings the commands of one fault test share: where the
+// binaries are, the NATS cluster, Redis and the merchant.
+type stack struct {
+	h           *harness
+	bin         string
+	natsURL     string
+	redisURL    string
+	merchantEnv map[string]string
+}
+
+// env is the environment every long-running command gets, with its admin
+// address.
+func (s stack) env(admin string) map[string]string {
+	return map[string]string{"NATS_URL": s.natsURL, "STREAM_REPLICAS": "3", "REDIS_URL": s.redisURL,
+		"ADMIN_ADDR": admin, "LOG_FORMAT": "json", "LOG_LEVEL": "info"}
+}
+
+// startIngresses starts n ingresses for the merchant and returns them with
+// the addresses they serve notifications on.
+func (s stack) startIngresses(t *testing.T, ctx context.Context, n int) (ingresses []*proc, backends []string) {
+	t.Helper()
+	for i := range n {
+		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		env := s.env(admin)
+		env["LISTEN_ADDR"] = listen
+		for k, v := range s.merchantEnv {
+			env[k] = v
+		}
+		ingresses = append(ingresses, s.h.add(fmt.Sprintf("ingress%d", i+1), filepath.Join(s.bin, "ingress"), nil, env,
+			httpReady("http://"+admin+"/readyz")))
+		backends = append(backends, listen)
+	}
+	startAll(t, ctx, ingresses, 60*time.Second)
+	return ingresses, backends
+}
+
+// addWorker adds worker i+1 of consumer e2e, with the tracker and the
+// forward handler posting to forwardURL/events/w<i+1>; set overrides or
+// adds settings. It is started by the caller.
+func (s stack) addWorker(t *testing.T, i int, forwardURL string, set map[string]string) *proc {
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	env := s.env(admin)
+	env["WORKER_CONSUMER"] = "e2e"
+	env["WORKER_HANDLERS"] = "tracker,forward"
+	env["FORWARD_URL"] = fmt.Sprintf("%s/events/w%d", forwardURL, i+1)
+	env["FORWARD_SECRET"] = forwardSecret
+	for k, v := range set {
+		env[k] = v
+	}
+	return s.h.add(fmt.Sprintf("worker%d", i+1), filepath.Join(s.bin, "worker"), nil, env, httpReady("http://"+admin+"/readyz"))
+}
+
+// reconcilerEnv is the environment of a reconciler run.
+func (s stack) reconcilerEnv() []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.h.dir, "NATS_URL=" + s.natsURL, "REDIS_URL=" + s.redisURL,
+		"STREAM_REPLICAS=3", "LOG_FORMAT=json"}
+	for k, v := range s.merchantEnv {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
