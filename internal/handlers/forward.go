@@ -69,7 +69,11 @@ func NewForward(cfg ForwardConfig) (*Forward, error) {
 	// breaks a request that is reusing one, and its two idle connections
 	// per host would make a worker handling many events at once dial the
 	// receiver again for most of them.
-	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport := &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true,
+		TLSHandshakeTimeout: 10 * time.Second, IdleConnTimeout: 90 * time.Second}
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok { // not replaced by a wrapper
+		transport = dt.Clone()
+	}
 	transport.MaxIdleConnsPerHost = forwardIdleConns
 	client := &http.Client{Transport: transport}
 	if cfg.HTTPClient != nil {
