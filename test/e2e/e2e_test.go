@@ -47,7 +47,8 @@ const forwardSecret = "e2e-forward-secret-0123456789"
 // trade and refund bills match the ledger the workers' tracker kept in
 // Redis row for row: `reconciler bills --date` runs as a process for each
 // day of the run's trades, which the platform dates two days back (see
-// tradeLag: the command refuses a day its own clock says is today).
+// tradeLag: the command refuses a day its own clock says is today), and
+// no process the test started outlives it.
 //
 // It fails when a guarantee breaks: run against a worker that acknowledges
 // each event before running its handlers, it reported the delivery worker1
@@ -322,6 +323,8 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 			t.Logf("---- %s log tail:\n%s", p.name, p.tail())
 		}
 	}
+	// Nothing outlives the test.
+	h.stopAll(t)
 }
 
 // startAll starts ps at the same time (a cluster's nodes wait for each

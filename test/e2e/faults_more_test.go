@@ -517,12 +517,7 @@ func TestEmptyRedisCutsStormsAndClock(t *testing.T) {
 
 	// Nothing outlives the test: every process exits, the proxies' and the
 	// platform's goroutines end.
-	h.killAll()
-	for _, p := range append(append([]*proc{redisProc}, all...), natsProcs...) {
-		if p.running() {
-			t.Errorf("%s still runs after killAll", p.name)
-		}
-	}
+	h.stopAll(t)
 	redisProxy.close()
 	for _, p := range natsProxies {
 		p.close()

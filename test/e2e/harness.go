@@ -211,6 +211,20 @@ func (p *proc) tail() string {
 	return string(b)
 }
 
+// stopAll kills every process of the test and fails it if one still
+// runs afterwards: nothing the suite started outlives it.
+func (h *harness) stopAll(t *testing.T) {
+	t.Helper()
+	h.killAll()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.procs {
+		if p.running() {
+			t.Errorf("%s still runs after it was killed", p.name)
+		}
+	}
+}
+
 // killAll kills every process still running; no process outlives the test.
 func (h *harness) killAll() {
 	h.mu.Lock()
