@@ -164,8 +164,15 @@ func wantFailedRun(t *testing.T, rep doctor.Report, err error) {
 	}
 }
 
+// certFile writes the PEM of a merchant API certificate.
+func certFile(t *testing.T, m *wxpaytest.Merchant) string {
+	t.Helper()
+	return writeFile(t, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: m.Certificate.Raw}), 0o644)
+}
+
 func TestDoctorHealthySetupPasses(t *testing.T) {
 	s := newDoctorSetup(t, wxpaytest.Options{Mode: wxpaytest.ModeBoth})
+	s.env["WXPAY_CERT_FILE"] = certFile(t, s.m)
 	rep, err := runDoctorJSON(t, s.env)
 	if err != nil {
 		t.Fatalf("run: %v, want nil (exit 0)\n%+v", err, rep)
@@ -182,14 +189,49 @@ func TestDoctorHealthySetupPasses(t *testing.T) {
 		if c.Name != want[i] {
 			t.Errorf("check #%d is %s, want %s", i+1, c.Name, want[i])
 		}
-		// The config has no merchant certificate setting: that one check
-		// does not apply; every other one passes.
-		if wantStatus := map[bool]doctor.Status{true: doctor.Skip, false: doctor.OK}[c.Name == "merchant_certificate"]; c.Status != wantStatus {
-			t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Message, wantStatus)
+		if c.Status != doctor.OK {
+			t.Errorf("%s: %s (%s), want ok", c.Name, c.Status, c.Message)
 		}
 	}
 	wantCheck(t, rep, "signed_request", doctor.OK, []string{"ORDER_NOT_EXIST", "verified"}, nil)
 	wantCheck(t, rep, "platform_certificates", doctor.OK, []string{"decrypted with the APIv3 key"}, nil)
+	wantCheck(t, rep, "merchant_certificate", doctor.OK, []string{"is the certificate of the private key", s.m.CertSerialNo}, nil)
+}
+
+func TestDoctorMerchantCertificateMismatch(t *testing.T) {
+	t.Run("another merchant's certificate", func(t *testing.T) {
+		s := newDoctorSetup(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
+		other := s.srv.AddMerchant(wxpaytest.MerchantOptions{})
+		s.env["WXPAY_CERT_FILE"] = certFile(t, other)
+		rep, err := runDoctorJSON(t, s.env)
+		wantFailedRun(t, rep, err)
+		wantCheck(t, rep, "merchant_certificate", doctor.Fail, []string{"WXPAY_CERT_FILE", "is not the certificate of the private key in WXPAY_PRIVATE_KEY_FILE"}, []string{"证书工具"})
+		// The key and serial still belong together: WeChat Pay accepts them.
+		wantCheck(t, rep, "signed_request", doctor.OK, nil, nil)
+	})
+	t.Run("serial of another certificate", func(t *testing.T) {
+		s := newDoctorSetup(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
+		other := s.srv.AddMerchant(wxpaytest.MerchantOptions{})
+		s.env["WXPAY_CERT_FILE"] = certFile(t, s.m)
+		s.env["WXPAY_CERT_SERIAL_NO"] = other.CertSerialNo
+		rep, err := runDoctorJSON(t, s.env)
+		wantFailedRun(t, rep, err)
+		wantCheck(t, rep, "merchant_certificate", doctor.Fail, []string{"WXPAY_CERT_SERIAL_NO=" + other.CertSerialNo, "SIGN_ERROR"},
+			[]string{"set WXPAY_CERT_SERIAL_NO to " + s.m.CertSerialNo})
+		wantCheck(t, rep, "signed_request", doctor.Fail, []string{"SIGN_ERROR"}, nil)
+	})
+	t.Run("certificate without the private key", func(t *testing.T) {
+		s := newDoctorSetup(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
+		delete(s.env, "WXPAY_PRIVATE_KEY_FILE")
+		delete(s.env, "WXPAY_CERT_SERIAL_NO")
+		s.env["WXPAY_CERT_FILE"] = certFile(t, s.m)
+		rep, err := runDoctorJSON(t, s.env)
+		wantFailedRun(t, rep, err)
+		c := check(t, rep, "configuration")
+		if c.Status != doctor.Fail || !strings.Contains(c.Message, "WXPAY_CERT_FILE is set but WXPAY_PRIVATE_KEY_FILE is not") {
+			t.Fatalf("configuration: %s %q, want it to name WXPAY_CERT_FILE without WXPAY_PRIVATE_KEY_FILE", c.Status, c.Message)
+		}
+	})
 }
 
 func TestDoctorHealthyPublicKeyModeAndTextReport(t *testing.T) {

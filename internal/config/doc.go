@@ -66,6 +66,7 @@
 //	  previous_apiv3_keys: ["..."]            # older APIv3 keys during a rotation (optional)
 //	  private_key_file: /run/secrets/1230000109/apiclient_key.pem
 //	  cert_serial_no: 5157F09EFDC096DE15EBE81A47057A7232F1B8E1
+//	  cert_file: /run/secrets/1230000109/apiclient_cert.pem   # optional; read only by ingress doctor
 //	  public_key_file: /run/secrets/1230000109/pub_key.pem
 //	  public_key_id: PUB_KEY_ID_0112300001092025010100000000000000
 //	  platform_cert_dir: /var/cache/wxpay/1230000109   # optional
@@ -116,6 +117,10 @@
 //   - WXPAY_APIV3_KEY_PREVIOUS: older APIv3 keys, comma separated, tried
 //     after WXPAY_APIV3_KEY when decrypting (a key rotation). In a merchants
 //     file: previous_apiv3_keys. It has no flag: it is a secret.
+//   - WXPAY_CERT_FILE: the merchant API certificate (apiclient_cert.pem).
+//     No command needs it; "ingress doctor" checks that the private key and
+//     WXPAY_CERT_SERIAL_NO belong to it and that it has not expired. In a
+//     merchants file: cert_file.
 //   - Credentials inside NATS_URL and REDIS_URL are masked in logs and are
 //     not shown as flag defaults.
 //   - In a merchants file, relative paths are relative to the file.

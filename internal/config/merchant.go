@@ -31,6 +31,11 @@ type Merchant struct {
 	// serial of its certificate. Both or neither.
 	PrivateKeyFile string
 	CertSerialNo   string
+	// CertFile is WXPAY_CERT_FILE, the merchant API certificate
+	// (apiclient_cert.pem). Optional: the commands do not need it; only
+	// "ingress doctor" reads it, to check that the private key and
+	// CertSerialNo belong to it. It needs PrivateKeyFile.
+	CertFile string
 	// PublicKeyFile is WXPAY_PUBLIC_KEY_FILE, the WeChat Pay public key
 	// (pub_key.pem), and PublicKeyID is WXPAY_PUBLIC_KEY_ID, its id
 	// (PUB_KEY_ID_…). Both or neither.
@@ -73,6 +78,7 @@ var envNames = map[string]string{
 	"previous_apiv3_keys": "WXPAY_APIV3_KEY_PREVIOUS",
 	"private_key_file":    "WXPAY_PRIVATE_KEY_FILE",
 	"cert_serial_no":      "WXPAY_CERT_SERIAL_NO",
+	"cert_file":           "WXPAY_CERT_FILE",
 	"public_key_file":     "WXPAY_PUBLIC_KEY_FILE",
 	"public_key_id":       "WXPAY_PUBLIC_KEY_ID",
 	"platform_cert_dir":   "WXPAY_PLATFORM_CERT_DIR",
@@ -146,6 +152,9 @@ func (m Merchant) Validate() error {
 		bad("%s is set but %s is not: set both (the serial of the merchant API certificate, 证书序列号) or neither", s("private_key_file"), s("cert_serial_no"))
 	case m.PrivateKeyFile == "" && m.CertSerialNo != "":
 		bad("%s is set but %s is not: set both (the merchant API private key, apiclient_key.pem) or neither", s("cert_serial_no"), s("private_key_file"))
+	}
+	if m.CertFile != "" && m.PrivateKeyFile == "" {
+		bad("%s is set but %s is not: the merchant API certificate is only checked against its private key (apiclient_key.pem); set both or unset %s", s("cert_file"), s("private_key_file"), s("cert_file"))
 	}
 	if m.CertSerialNo != "" && !isHex(m.CertSerialNo) {
 		bad("%s=%q: a certificate serial is hexadecimal (copy it from the merchant console: API安全 → API证书)", s("cert_serial_no"), m.CertSerialNo)
@@ -267,6 +276,7 @@ func (m Merchant) String() string {
 		"previous_apiv3_keys", strconv.Itoa(len(m.PreviousAPIv3Keys)),
 		"private_key_file", m.PrivateKeyFile,
 		"cert_serial_no", m.CertSerialNo,
+		"cert_file", m.CertFile,
 		"public_key_file", m.PublicKeyFile,
 		"public_key_id", m.PublicKeyID,
 		"platform_cert_dir", m.PlatformCertDir,
@@ -289,6 +299,7 @@ func (m Merchant) MarshalJSON() ([]byte, error) {
 		PreviousAPIv3Keys int    `json:"previous_apiv3_keys"`
 		PrivateKeyFile    string `json:"private_key_file,omitempty"`
 		CertSerialNo      string `json:"cert_serial_no,omitempty"`
+		CertFile          string `json:"cert_file,omitempty"`
 		PublicKeyFile     string `json:"public_key_file,omitempty"`
 		PublicKeyID       string `json:"public_key_id,omitempty"`
 		PlatformCertDir   string `json:"platform_cert_dir,omitempty"`
@@ -296,7 +307,7 @@ func (m Merchant) MarshalJSON() ([]byte, error) {
 		PartnerMode       bool   `json:"partner_mode"`
 		APIBase           string `json:"api_base"`
 		Verification      string `json:"verification"`
-	}{m.MchID, mask(m.APIv3Key), len(m.PreviousAPIv3Keys), m.PrivateKeyFile, m.CertSerialNo, m.PublicKeyFile,
+	}{m.MchID, mask(m.APIv3Key), len(m.PreviousAPIv3Keys), m.PrivateKeyFile, m.CertSerialNo, m.CertFile, m.PublicKeyFile,
 		m.PublicKeyID, m.PlatformCertDir, mask(m.V2Key), m.PartnerMode, m.apiBase(), m.verification()})
 }
 
@@ -307,6 +318,7 @@ func (m Merchant) MarshalZerologObject(e *zerolog.Event) {
 		Int("previous_apiv3_keys", len(m.PreviousAPIv3Keys)).
 		Str("private_key_file", m.PrivateKeyFile).
 		Str("cert_serial_no", m.CertSerialNo).
+		Str("cert_file", m.CertFile).
 		Str("public_key_file", m.PublicKeyFile).
 		Str("public_key_id", m.PublicKeyID).
 		Str("platform_cert_dir", m.PlatformCertDir).

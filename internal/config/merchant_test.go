@@ -240,7 +240,7 @@ func TestMerchantMasksSecrets(t *testing.T) {
 		}
 	}
 	want := "mchid=1230000109 apiv3_key=***(32) previous_apiv3_keys=1 private_key_file=/k/apiclient_key.pem cert_serial_no=" + testSerial +
-		" public_key_file=/k/pub_key.pem public_key_id=" + testPublicKeyID + ` platform_cert_dir="" apiv2_key=***(32) partner_mode=false api_base=https://api.mch.weixin.qq.com verification=public_key`
+		` cert_file="" public_key_file=/k/pub_key.pem public_key_id=` + testPublicKeyID + ` platform_cert_dir="" apiv2_key=***(32) partner_mode=false api_base=https://api.mch.weixin.qq.com verification=public_key`
 	if got := m.String(); got != want {
 		t.Errorf("String:\ngot  %s\nwant %s", got, want)
 	}

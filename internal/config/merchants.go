@@ -24,6 +24,7 @@ type MerchantFlags struct {
 	apiv3Previous   *SecretFlag
 	privateKeyFile  *string
 	certSerialNo    *string
+	certFile        *string
 	publicKeyFile   *string
 	publicKeyID     *string
 	platformCertDir *string
@@ -43,6 +44,7 @@ var single = [][2]string{
 	{"apiv3-key-previous-file", "WXPAY_APIV3_KEY_PREVIOUS_FILE"},
 	{"private-key-file", "WXPAY_PRIVATE_KEY_FILE"},
 	{"cert-serial-no", "WXPAY_CERT_SERIAL_NO"},
+	{"cert-file", "WXPAY_CERT_FILE"},
 	{"public-key-file", "WXPAY_PUBLIC_KEY_FILE"},
 	{"public-key-id", "WXPAY_PUBLIC_KEY_ID"},
 	{"platform-cert-dir", "WXPAY_PLATFORM_CERT_DIR"},
@@ -55,7 +57,7 @@ var single = [][2]string{
 // RegisterMerchants registers the merchant flags on fs with defaults from
 // the WXPAY_* variables: --mchid, --apiv3-key, --apiv3-key-file,
 // --apiv3-key-previous, --apiv3-key-previous-file,
-// --private-key-file, --cert-serial-no, --public-key-file, --public-key-id,
+// --private-key-file, --cert-serial-no, --cert-file, --public-key-file, --public-key-id,
 // --platform-cert-dir, --apiv2-key, --apiv2-key-file, --partner-mode,
 // --api-base and --merchants-file. The secrets --apiv3-key and --apiv2-key
 // have no default; Resolve reads them (see Secret).
@@ -66,6 +68,7 @@ func RegisterMerchants(fs *flag.FlagSet, getenv func(string) string) *MerchantFl
 	f.apiv3Previous = Secret(fs, getenv, "apiv3-key-previous", "WXPAY_APIV3_KEY_PREVIOUS", "apiv3-key-previous-file", "WXPAY_APIV3_KEY_PREVIOUS_FILE", "older APIv3 `keys`, comma separated, tried after the current one while a key change reaches every notification")
 	f.privateKeyFile = String(fs, getenv, "private-key-file", "WXPAY_PRIVATE_KEY_FILE", "", "merchant API private key `file`, PEM (apiclient_key.pem)")
 	f.certSerialNo = String(fs, getenv, "cert-serial-no", "WXPAY_CERT_SERIAL_NO", "", "`serial` of the merchant API certificate (证书序列号)")
+	f.certFile = String(fs, getenv, "cert-file", "WXPAY_CERT_FILE", "", "merchant API certificate `file`, PEM (apiclient_cert.pem; optional, only \"ingress doctor\" reads it)")
 	f.publicKeyFile = String(fs, getenv, "public-key-file", "WXPAY_PUBLIC_KEY_FILE", "", "WeChat Pay public key `file`, PEM (pub_key.pem; public-key mode)")
 	f.publicKeyID = String(fs, getenv, "public-key-id", "WXPAY_PUBLIC_KEY_ID", "", "`id` of the WeChat Pay public key (PUB_KEY_ID_…)")
 	f.platformCertDir = String(fs, getenv, "platform-cert-dir", "WXPAY_PLATFORM_CERT_DIR", "", "`directory` caching downloaded platform certificates (default: memory only)")
@@ -115,6 +118,7 @@ func (f *MerchantFlags) Resolve() ([]Merchant, error) {
 		MchID:           *f.mchID,
 		PrivateKeyFile:  *f.privateKeyFile,
 		CertSerialNo:    *f.certSerialNo,
+		CertFile:        *f.certFile,
 		PublicKeyFile:   *f.publicKeyFile,
 		PublicKeyID:     *f.publicKeyID,
 		PlatformCertDir: *f.platformCertDir,
@@ -150,6 +154,7 @@ type fileMerchant struct {
 	PreviousAPIv3Keys []string   `json:"previous_apiv3_keys"`
 	PrivateKeyFile    string     `json:"private_key_file"`
 	CertSerialNo      string     `json:"cert_serial_no"`
+	CertFile          string     `json:"cert_file"`
 	PublicKeyFile     string     `json:"public_key_file"`
 	PublicKeyID       string     `json:"public_key_id"`
 	PlatformCertDir   string     `json:"platform_cert_dir"`
@@ -213,6 +218,7 @@ func ReadMerchantsFile(path string) ([]Merchant, error) {
 			PreviousAPIv3Keys: e.PreviousAPIv3Keys,
 			PrivateKeyFile:    rel(e.PrivateKeyFile),
 			CertSerialNo:      e.CertSerialNo,
+			CertFile:          rel(e.CertFile),
 			PublicKeyFile:     rel(e.PublicKeyFile),
 			PublicKeyID:       e.PublicKeyID,
 			PlatformCertDir:   rel(e.PlatformCertDir),

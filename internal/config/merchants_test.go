@@ -182,6 +182,12 @@ func TestResolveErrors(t *testing.T) {
 			nil,
 			[]string{"WXPAY_APIV3_KEY_PREVIOUS: previous APIv3 key #1 must be exactly 32 bytes"},
 		},
+		{
+			"certificate without its private key",
+			map[string]string{"WXPAY_MCHID": testMchID, "WXPAY_APIV3_KEY": testAPIv3Key, "WXPAY_PUBLIC_KEY_FILE": kf.publicKey, "WXPAY_PUBLIC_KEY_ID": testPublicKeyID},
+			[]string{"--cert-file", "/k/apiclient_cert.pem"},
+			[]string{"WXPAY_CERT_FILE is set but WXPAY_PRIVATE_KEY_FILE is not"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,6 +226,7 @@ func TestMerchantsFile(t *testing.T) {
   previous_apiv3_keys: ["`+testAPIv3KeyOld+`"]
   private_key_file: apiclient_key.pem
   cert_serial_no: `+testSerial+`
+  cert_file: apiclient_cert.pem
   public_key_file: `+kf.publicKey+`
   public_key_id: `+testPublicKeyID+`
   platform_cert_dir: certs
@@ -235,7 +242,7 @@ func TestMerchantsFile(t *testing.T) {
 [
 	{
 		"mchid": "1230000109", "apiv3_key_file": "secrets/apiv3_key", "previous_apiv3_keys": ["`+testAPIv3KeyOld+`"],
-		"private_key_file": "apiclient_key.pem", "cert_serial_no": "`+testSerial+`",
+		"private_key_file": "apiclient_key.pem", "cert_serial_no": "`+testSerial+`", "cert_file": "apiclient_cert.pem",
 		"public_key_file": "`+kf.publicKey+`", "public_key_id": "`+testPublicKeyID+`",
 		"platform_cert_dir": "certs", "apiv2_key_file": "secrets/apiv2_key", "partner_mode": true, "api_base": "http://127.0.0.1:1"
 	},
@@ -244,8 +251,8 @@ func TestMerchantsFile(t *testing.T) {
 	want := []Merchant{
 		{
 			MchID: testMchID, APIv3Key: testAPIv3Key, PreviousAPIv3Keys: []string{testAPIv3KeyOld},
-			PrivateKeyFile: kf.privateKey, CertSerialNo: testSerial, PublicKeyFile: kf.publicKey, PublicKeyID: testPublicKeyID,
-			PlatformCertDir: filepath.Join(dir, "certs"), V2Key: testAPIv2Key, PartnerMode: true, APIBase: "http://127.0.0.1:1",
+			PrivateKeyFile: kf.privateKey, CertSerialNo: testSerial, CertFile: filepath.Join(dir, "apiclient_cert.pem"),
+			PublicKeyFile: kf.publicKey, PublicKeyID: testPublicKeyID, PlatformCertDir: filepath.Join(dir, "certs"), V2Key: testAPIv2Key, PartnerMode: true, APIBase: "http://127.0.0.1:1",
 		},
 		{MchID: "1900000001", APIv3Key: testAPIv3Key, PublicKeyFile: kf.publicKey, PublicKeyID: testPublicKeyID},
 	}

@@ -3,6 +3,7 @@ package doctor
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -92,10 +93,12 @@ func checkMerchant(ctx context.Context, cfg Config, m config.Merchant) []Result 
 
 	add(CheckNotifyURL(cfg.NotifyURL, m.MchID, len(cfg.Merchants) == 1))
 	keysOK := true
+	var privateKey *rsa.PrivateKey
 	if m.PrivateKeyFile != "" {
-		r, key := CheckPrivateKeyFile(name("private_key_file"), m.PrivateKeyFile)
+		var r Result
+		r, privateKey = CheckPrivateKeyFile(name("private_key_file"), m.PrivateKeyFile)
 		add(r)
-		keysOK = keysOK && key != nil
+		keysOK = keysOK && privateKey != nil
 	} else {
 		add(Result{Name: "private_key_file", Status: Skip, Message: name("private_key_file") + " is not set: this merchant makes no API calls (notifications are verified with the WeChat Pay public key alone)"})
 	}
@@ -106,8 +109,15 @@ func checkMerchant(ctx context.Context, cfg Config, m config.Merchant) []Result 
 	} else {
 		add(Result{Name: "public_key_file", Status: Skip, Message: name("public_key_file") + " is not set: this merchant verifies WeChat Pay with platform certificates"})
 	}
-	add(Result{Name: "merchant_certificate", Status: Skip,
-		Message: "not checked: the configuration has no setting for the merchant API certificate (apiclient_cert.pem); the signed request below shows whether " + name("cert_serial_no") + " belongs to the private key"})
+	if m.PrivateKeyFile != "" {
+		add(CheckMerchantCertificate(MerchantCertificate{
+			Setting: name("cert_file"), Path: m.CertFile,
+			KeySetting: name("private_key_file"), Key: privateKey,
+			SerialSetting: name("cert_serial_no"), Serial: m.CertSerialNo,
+		}, cfg.Now()))
+	} else {
+		add(Result{Name: "merchant_certificate", Status: Skip, Message: "not used: " + name("private_key_file") + " is not set, so this merchant has no merchant API certificate to check"})
+	}
 	add(CheckAPIv3Key(name("apiv3_key"), m.APIv3Key))
 	add(CheckAPIv2Key(name("apiv2_key"), m.V2Key))
 	add(CheckPublicKeyID(name("public_key_id"), m.PublicKeyID))
