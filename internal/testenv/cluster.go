@@ -60,7 +60,7 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 	dir := t.TempDir()
 	c := &RedisCluster{}
 	for i := range 3 {
-		port := freePort(t)
+		port := FreePort(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		nodeDir := filepath.Join(dir, strconv.Itoa(i))
 		if err := os.MkdirAll(nodeDir, 0o755); err != nil {
@@ -88,16 +88,6 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 	waitClusterOK(t, c.Addrs)
 	c.URL = "redis://" + c.Addrs[0] + "?addr=" + c.Addrs[1] + "&addr=" + c.Addrs[2]
 	return c
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func waitListening(t testing.TB, addr string) {

@@ -28,7 +28,7 @@ func StartNATSCluster(t testing.TB) *NATSCluster {
 	dir := t.TempDir()
 	routes := make([]int, 3)
 	for i := range routes {
-		routes[i] = freePort(t)
+		routes[i] = FreePort(t)
 	}
 	var routeURLs []string
 	for _, p := range routes {
@@ -38,7 +38,7 @@ func StartNATSCluster(t testing.TB) *NATSCluster {
 	for i := range 3 {
 		opts := &server.Options{
 			ServerName: fmt.Sprintf("wxpay-test-%d", i),
-			Host:       "127.0.0.1", Port: freePort(t),
+			Host:       "127.0.0.1", Port: FreePort(t),
 			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprint(i)),
 			NoLog: true, NoSigs: true,
 			Cluster: server.ClusterOpts{Name: "wxpay-test", Host: "127.0.0.1", Port: routes[i]},

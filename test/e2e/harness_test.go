@@ -8,18 +8,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wxpay-notify/wxpay-notify/internal/testenv"
 )
 
 // proc is one process of the system under test: it can be started,
@@ -81,57 +81,9 @@ func buildBinaries(t testing.TB, dir string) {
 	}
 }
 
-// freePort returns a loopback TCP port nobody listens on right now, chosen
-// below the kernel's ephemeral range: a port from that range (what a :0
-// listener gets) can be taken by any outgoing connection on the machine
-// before the process meant to listen on it starts (seen in CI: a
-// nats-server failing with "address already in use"). No port is handed
-// out twice in one test binary.
-func freePort(t testing.TB) int {
-	t.Helper()
-	low := ephemeralLow()
-	ports.Lock()
-	defer ports.Unlock()
-	for range 1000 {
-		p := minPort + rand.IntN(low-minPort)
-		if ports.used[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		ports.used[p] = true
-		return p
-	}
-	t.Fatalf("no free loopback port between %d and %d", minPort, low)
-	return 0
-}
-
-// minPort is the lowest port freePort picks: above the well-known and
-// registered ports of common services.
-const minPort = 10000
-
-// ports is what freePort handed out.
-var ports = struct {
-	sync.Mutex
-	used map[int]bool
-}{used: map[int]bool{}}
-
-// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
-// ip_local_port_range; 32768 where it cannot be read).
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil && n > minPort+1000 {
-				return n
-			}
-		}
-	}
-	return 32768
-}
+// freePort returns a loopback port nobody listens on, outside the kernel's
+// ephemeral range (see testenv.FreePort).
+func freePort(t testing.TB) int { return testenv.FreePort(t) }
 
 // add registers a process; start runs it.
 func (h *harness) add(name, bin string, args []string, env map[string]string, ready func(context.Context) error) *proc {
