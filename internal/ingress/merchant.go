@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/wxpay-notify/wxpay-notify/internal/untrusted"
+	"github.com/wxpay-notify/wxpay-notify/pkg/jsonscan"
 	"github.com/wxpay-notify/wxpay-notify/pkg/wxpay"
 )
 
@@ -127,153 +128,64 @@ func checkResourceMerchant(m *Merchant, plaintext []byte, valid bool) error {
 // scanMerchants reads the merchant fields of b, a syntactically valid JSON
 // text, into rm, as json.Unmarshal would. It reports false, leaving the
 // work to json.Unmarshal, on anything it does not decode exactly alike: b
-// not an object, a key or a merchant value with an escape or a non-ASCII
-// byte, a key equal to a merchant field's name only when case is ignored
-// (json.Unmarshal matches those too), a merchant value that is not a
-// string.
+// not an object, a key with an escape or a non-ASCII byte (json.Unmarshal
+// folds case by Unicode's rules: "ſp_mchid" is sp_mchid to it), a key
+// equal to a merchant field's name only when case is ignored (json.Unmarshal
+// matches those too), a merchant value that is not a string or has an
+// escape.
 func scanMerchants(b []byte, rm *resourceMerchants) bool {
-	s := jsonScanner{b: b}
-	if !s.consume('{') {
+	i := jsonscan.Space(b, 0)
+	if i == len(b) || b[i] != '{' {
 		return false
 	}
-	if s.consume('}') {
-		return s.end()
+	i = jsonscan.Space(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return jsonscan.Space(b, i+1) == len(b)
 	}
 	for {
-		key, ok := s.plainString()
-		if !ok || !s.consume(':') {
+		key, end, ok := jsonscan.String(b, i)
+		if !ok || !isASCII(key) {
 			return false
 		}
+		i = jsonscan.Space(b, end)
+		if i == len(b) || b[i] != ':' {
+			return false
+		}
+		i = jsonscan.Space(b, i+1)
 		dst, exact := rm.field(key)
 		if dst == nil && !exact {
 			return false // a merchant field's name in another case
 		}
 		if dst != nil {
-			v, ok := s.plainString()
+			v, end, ok := jsonscan.String(b, i)
 			if !ok {
 				return false
 			}
 			*dst = string(v)
-		} else if !s.skipValue() {
+			i = end
+		} else if i = jsonscan.ValueEnd(b, i); i < 0 {
 			return false
 		}
+		i = jsonscan.Space(b, i)
 		switch {
-		case s.consume(','):
-		case s.consume('}'):
-			return s.end()
+		case i == len(b):
+			return false
+		case b[i] == ',':
+			i = jsonscan.Space(b, i+1)
+		case b[i] == '}':
+			return jsonscan.Space(b, i+1) == len(b)
 		default:
 			return false
 		}
 	}
 }
 
-// jsonScanner walks a JSON text that is known to be valid; it only has to
-// find where things end, and gives up (false) on any surprise.
-type jsonScanner struct {
-	b []byte
-	i int
-}
-
-func (s *jsonScanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
+// isASCII reports whether b is all ASCII.
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
 		}
 	}
-}
-
-// consume skips white space and then c, if c is next.
-func (s *jsonScanner) consume(c byte) bool {
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-// end reports whether only white space is left.
-func (s *jsonScanner) end() bool {
-	s.ws()
-	return s.i == len(s.b)
-}
-
-// plainString reads a string of printable ASCII without escapes; what it
-// returns is part of b.
-func (s *jsonScanner) plainString() ([]byte, bool) {
-	if !s.consume('"') {
-		return nil, false
-	}
-	start := s.i
-	for ; s.i < len(s.b); s.i++ {
-		switch c := s.b[s.i]; {
-		case c == '"':
-			v := s.b[start:s.i]
-			s.i++
-			return v, true
-		case c == '\\' || c < 0x20 || c >= 0x80:
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
-// skipValue skips one value: a string, a number, a literal, or an object
-// or array with everything inside it.
-func (s *jsonScanner) skipValue() bool {
-	s.ws()
-	depth := 0
-	for s.i < len(s.b) {
-		switch c := s.b[s.i]; c {
-		case '"':
-			if !s.skipString() {
-				return false
-			}
-		case '{', '[':
-			depth++
-			s.i++
-		case '}', ']':
-			if depth == 0 {
-				return true // the end of the enclosing object
-			}
-			depth--
-			s.i++
-		case ',':
-			if depth == 0 {
-				return true
-			}
-			s.i++
-		default:
-			s.i++
-		}
-		if depth == 0 && s.i < len(s.b) {
-			// A string, a container or a scalar may have ended; a
-			// scalar goes on to the next ',', '}' or white space.
-			s.ws()
-			if s.i < len(s.b) && (s.b[s.i] == ',' || s.b[s.i] == '}') {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// skipString skips a string, escapes included.
-func (s *jsonScanner) skipString() bool {
-	s.i++ // the opening quote
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case '\\':
-			s.i += 2
-		case '"':
-			s.i++
-			return true
-		default:
-			s.i++
-		}
-	}
-	return false
+	return true
 }

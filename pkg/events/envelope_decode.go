@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"unicode/utf8"
+
+	"github.com/wxpay-notify/wxpay-notify/pkg/jsonscan"
 )
 
 // decodeEnvelope decodes and validates a message body; every error wraps
@@ -35,34 +36,34 @@ func unmarshalEnvelope(data []byte, env *Envelope) error {
 // decodeEnvelopeFast decodes data, valid JSON, into env and reports
 // whether it could; false leaves env partly set.
 func decodeEnvelopeFast(data []byte, env *Envelope) bool {
-	i := skipSpace(data, 0)
+	i := jsonscan.Space(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return false
 	}
 	// The string fields are parts of one copy of the body: one allocation
 	// instead of one per field.
 	body := string(data)
-	i = skipSpace(data, i+1)
+	i = jsonscan.Space(data, i+1)
 	if i < len(data) && data[i] == '}' {
 		return true
 	}
 	for i < len(data) {
-		key, next, ok := plainString(data, i)
+		key, next, ok := jsonscan.String(data, i)
 		if !ok {
 			return false
 		}
-		i = skipSpace(data, next)
-		i = skipSpace(data, i+1) // the colon
+		i = jsonscan.Space(data, next)
+		i = jsonscan.Space(data, i+1) // the colon
 		switch string(key) {
 		case "resource":
-			end := valueEnd(data, i)
+			end := jsonscan.ValueEnd(data, i)
 			if end < 0 || data[i] == 'n' { // null keeps the field: rare, left to json
 				return false
 			}
 			env.Resource = bytes.Clone(data[i:end])
 			i = end
 		case "received_at":
-			_, end, ok := plainString(data, i)
+			_, end, ok := jsonscan.String(data, i)
 			if !ok || env.ReceivedAt.UnmarshalJSON(data[i:end]) != nil {
 				return false
 			}
@@ -72,21 +73,21 @@ func decodeEnvelopeFast(data []byte, env *Envelope) bool {
 			if field == nil {
 				return false
 			}
-			_, end, ok := plainString(data, i)
+			_, end, ok := jsonscan.String(data, i)
 			if !ok {
 				return false
 			}
 			*field = body[i+1 : end-1]
 			i = end
 		}
-		i = skipSpace(data, i)
+		i = jsonscan.Space(data, i)
 		if i >= len(data) {
 			return false
 		}
 		if data[i] == '}' {
-			return skipSpace(data, i+1) == len(data)
+			return jsonscan.Space(data, i+1) == len(data)
 		}
-		i = skipSpace(data, i+1) // the comma
+		i = jsonscan.Space(data, i+1) // the comma
 	}
 	return false
 }
@@ -115,77 +116,4 @@ func (e *Envelope) stringField(key []byte) *string {
 		return &e.OriginalType
 	}
 	return nil
-}
-
-// plainString returns the contents of the JSON string at data[i] and the
-// index after its closing quote; ok is false when there is no string
-// there or it holds an escape or invalid UTF-8 (which json replaces).
-func plainString(data []byte, i int) (s []byte, end int, ok bool) {
-	if i >= len(data) || data[i] != '"' {
-		return nil, 0, false
-	}
-	n := bytes.IndexByte(data[i+1:], '"')
-	if n < 0 {
-		return nil, 0, false
-	}
-	s = data[i+1 : i+1+n]
-	if bytes.IndexByte(s, '\\') >= 0 || !utf8.Valid(s) {
-		return nil, 0, false
-	}
-	return s, i + n + 2, true
-}
-
-// valueEnd returns the index after the JSON value starting at data[i];
-// data is valid JSON, so only strings and nesting need attention.
-func valueEnd(data []byte, i int) int {
-	depth := 0
-	for j := i; j < len(data); j++ {
-		switch data[j] {
-		case '"':
-			j++
-			for j < len(data) && data[j] != '"' {
-				if data[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			if depth == 0 {
-				return j + 1
-			}
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth--
-			if depth == 0 {
-				return j + 1
-			}
-			if depth < 0 {
-				return j
-			}
-		case ',':
-			if depth == 0 {
-				return j
-			}
-		case ' ', '\t', '\r', '\n':
-			if depth == 0 {
-				return j
-			}
-		}
-	}
-	if depth == 0 {
-		return len(data)
-	}
-	return -1
-}
-
-func skipSpace(data []byte, i int) int {
-	for i < len(data) {
-		switch data[i] {
-		case ' ', '\t', '\r', '\n':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
 }
