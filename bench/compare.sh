@@ -10,7 +10,9 @@
 #   -n          worker: distinct events per run (default 100000)
 #   -r          worker: floor/worker pairs (default 3)
 #   -c          worker: router concurrency, and the floor's batch (default 64)
-#   RATE        ingress: notifications/s of the ramp (default 5000 10000 15000)
+#   RATE        ingress: notifications/s of the ramp (default 4000 to 9000
+#               by 1000: steps of 1,000/s, since a ratio of highest rates
+#               held is only as fine as the steps)
 #
 # Worker: bench/workerload -mode compare runs, alternately, the floor (a
 # bare loop: fetch a batch, one Redis pipeline claiming it, one finishing
@@ -37,7 +39,7 @@ while getopts "WIn:r:c:" opt; do
   esac
 done
 shift $((OPTIND - 1))
-if [ $# -gt 0 ]; then RATES=("$@"); else RATES=(5000 10000 15000); fi
+if [ $# -gt 0 ]; then RATES=("$@"); else RATES=(4000 5000 6000 7000 8000 9000); fi
 
 NATS_VERSION=v2.15.2
 NATS_ADDR=127.0.0.1:4341
