@@ -415,13 +415,8 @@ func TestNATSOutage(t *testing.T) {
 	if got := f.streamMsgs(t); got < 2 {
 		t.Fatalf("stream holds %d messages, want at least 2", got)
 	}
-	s, _ := f.js.Stream(ctx, events.StreamName)
 	found := false
-	for seq := uint64(1); seq <= f.streamMsgs(t)+5; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
+	for _, m := range testenv.StreamMsgs(t, f.js, events.StreamName) {
 		if bytes.Contains(m.Data, []byte(`"`+n.ID+`"`)) {
 			found = true
 		}
@@ -471,16 +466,12 @@ func TestBodyBuffersReused(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	s, err := f.js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
+	msgs := testenv.StreamMsgs(t, f.js, events.StreamName)
+	if len(msgs) != 40 {
+		t.Fatalf("stream holds %d messages, want 40", len(msgs))
 	}
 	seen := map[string]bool{}
-	for seq := uint64(1); seq <= 40; seq++ {
-		msg, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, msg := range msgs {
 		var env events.Envelope
 		if err := json.Unmarshal(msg.Data, &env); err != nil {
 			t.Fatal(err)
@@ -494,7 +485,7 @@ func TestBodyBuffersReused(t *testing.T) {
 		}
 		var i int
 		if _, err := fmt.Sscanf(tx.OutTradeNo, "REUSE-%d", &i); err != nil {
-			t.Fatalf("seq %d: out_trade_no %q", seq, tx.OutTradeNo)
+			t.Fatalf("message %d: out_trade_no %q", msg.Sequence, tx.OutTradeNo)
 		}
 		if wantLong := i%3 == 0; (len(tx.Attach) == 3000) != wantLong {
 			t.Fatalf("%s: attach of %d bytes", tx.OutTradeNo, len(tx.Attach))

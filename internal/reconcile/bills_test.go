@@ -3,7 +3,6 @@ package reconcile_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -177,23 +176,8 @@ func (e *billEnv) ledger(id string, when time.Time, entry tracking.Entry) {
 // stream order.
 func (e *billEnv) subjectMsgs(eventType string) []events.Envelope {
 	e.t.Helper()
-	st, err := e.js.Stream(e.ctx, events.StreamName)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	info, err := st.Info(e.ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	var out []events.Envelope
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		msg, err := st.GetMsg(e.ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			e.t.Fatal(err)
-		}
+	for _, msg := range testenv.StreamMsgs(e.t, e.js, events.StreamName) {
 		if msg.Subject != events.Subject(e.m.MchID, eventType) {
 			continue
 		}
