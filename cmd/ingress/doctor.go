@@ -23,9 +23,10 @@ merchant, the platform certificates, a signed test request to the WeChat
 Pay API (a query of an order that does not exist), the clock against
 WeChat Pay's, NATS JetStream and its streams, and Redis.
 
-It reads the same merchant and shared settings as ingress (the WXPAY_*,
-NATS_URL and REDIS_URL variables, or their flags). Problems in them are
-reported as failed checks rather than refused.
+It takes the same settings as ingress, as variables or flags, so that it
+can run with the ingress's own command line; it uses the merchant and
+shared ones (the WXPAY_*, NATS_URL and REDIS_URL variables). Problems in
+them are reported as failed checks rather than refused.
 
 --notify-url (WXPAY_NOTIFY_URL) is the notify_url your payment code sends
 WeChat Pay; with several merchants write {mchid} where each merchant's id
@@ -46,8 +47,8 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		fmt.Fprint(fs.Output(), doctorUsage)
 		fs.PrintDefaults()
 	}
-	common := config.RegisterCommon(fs, getenv)
-	merchants := config.RegisterMerchants(fs, getenv)
+	s := register(fs, getenv)
+	common, merchants := s.common, s.merchants
 	notifyURL := config.String(fs, getenv, "notify-url", "WXPAY_NOTIFY_URL", "", "the notify_url given to WeChat Pay (`url`; {mchid} stands for each merchant's id)")
 	timeout := config.Duration(fs, getenv, "timeout", "DOCTOR_TIMEOUT", doctor.DefaultTimeout, "longest wait of each network check")
 	output := fs.String("output", "text", "report `format`: text or json")

@@ -548,3 +548,21 @@ func TestDoctorMerchantsFile(t *testing.T) {
 		}
 	}
 }
+
+// The doctor runs with the ingress's own command line: it accepts every
+// flag of the ingress, and a bad ingress setting is one of its findings.
+func TestDoctorTakesTheIngressSettings(t *testing.T) {
+	s := newDoctorSetup(t, wxpaytest.Options{Mode: wxpaytest.ModePublicKey})
+	rep, err := runDoctorJSON(t, s.env, "--listen-addr", "127.0.0.1:0", "--max-in-flight", "10", "--max-connections", "20",
+		"--publish-timeout", "1s", "--answer-deadline", "3s", "--stream-replicas", "1")
+	if err != nil {
+		t.Fatalf("run: %v, want nil (exit 0)\n%+v", err, rep.Checks)
+	}
+	s.env["MAX_IN_FLIGHT"] = "many"
+	rep, err = runDoctorJSON(t, s.env)
+	wantFailedRun(t, rep, err)
+	c := check(t, rep, "configuration")
+	if c.Status != doctor.Fail || !strings.Contains(c.Message, "MAX_IN_FLIGHT") {
+		t.Fatalf("configuration: %s %q, want it to name MAX_IN_FLIGHT", c.Status, c.Message)
+	}
+}

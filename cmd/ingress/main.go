@@ -70,6 +70,21 @@ type settings struct {
 	maxConnections *int
 }
 
+// register registers the ingress's settings on fs. "ingress doctor"
+// registers them too, so that it runs with the same flags as the ingress.
+func register(fs *flag.FlagSet, getenv func(string) string) settings {
+	return settings{
+		common:         config.RegisterCommon(fs, getenv),
+		listen:         config.ListenAddr(fs, getenv),
+		merchants:      config.RegisterMerchants(fs, getenv),
+		publishTimeout: config.Duration(fs, getenv, "publish-timeout", "PUBLISH_TIMEOUT", events.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement"),
+		answerDeadline: config.Duration(fs, getenv, "answer-deadline", "ANSWER_DEADLINE", ingress.DefaultAnswerDeadline, "budget for all work on one notification once its body is in (WeChat allows 3-5 s)"),
+		streams:        config.RegisterStreams(fs, getenv),
+		maxInFlight:    config.Int(fs, getenv, "max-in-flight", "MAX_IN_FLIGHT", ingress.DefaultMaxInFlight, "most notifications verified and published at once (after their body is read); more are answered 503 (WeChat retries)"),
+		maxConnections: config.Int(fs, getenv, "max-connections", "MAX_CONNECTIONS", ingress.DefaultMaxConnections, "most open connections on the public listener; more are answered 503 and closed"),
+	}
+}
+
 // run is the whole command; ready, when not nil, receives the bound
 // public and admin addresses once serving (for tests).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, ready func(public, admin string)) error {
@@ -81,16 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	s := settings{
-		common:         config.RegisterCommon(fs, getenv),
-		listen:         config.ListenAddr(fs, getenv),
-		merchants:      config.RegisterMerchants(fs, getenv),
-		publishTimeout: config.Duration(fs, getenv, "publish-timeout", "PUBLISH_TIMEOUT", events.DefaultPublishTimeout, "longest wait for the JetStream acknowledgement"),
-		answerDeadline: config.Duration(fs, getenv, "answer-deadline", "ANSWER_DEADLINE", ingress.DefaultAnswerDeadline, "budget for all work on one notification once its body is in (WeChat allows 3-5 s)"),
-		streams:        config.RegisterStreams(fs, getenv),
-		maxInFlight:    config.Int(fs, getenv, "max-in-flight", "MAX_IN_FLIGHT", ingress.DefaultMaxInFlight, "most notifications verified and published at once (after their body is read); more are answered 503 (WeChat retries)"),
-		maxConnections: config.Int(fs, getenv, "max-connections", "MAX_CONNECTIONS", ingress.DefaultMaxConnections, "most open connections on the public listener; more are answered 503 and closed"),
-	}
+	s := register(fs, getenv)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
