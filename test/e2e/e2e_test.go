@@ -83,7 +83,7 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 	type natsPorts struct{ client, cluster, monitor int }
 	ports := make([]natsPorts, 3)
 	for i := range ports {
-		ports[i] = natsPorts{freePort(t), freePort(t), freePort(t)}
+		ports[i] = natsPorts{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
 		natsURLs = append(natsURLs, fmt.Sprintf("nats://127.0.0.1:%d", ports[i].client))
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i].cluster))
 	}
@@ -101,7 +101,7 @@ func TestCrashesWhilePaymentsFlow(t *testing.T) {
 	natsURL := strings.Join(natsURLs, ",")
 
 	// Redis, persistent as recommended.
-	redisPort := freePort(t)
+	redisPort := testenv.FreePort(t)
 	redisDir := filepath.Join(h.dir, "redis")
 	if err := os.Mkdir(redisDir, 0o755); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -104,7 +103,7 @@ func TestEmptyRedisCutsStormsAndClock(t *testing.T) {
 	type natsPorts struct{ client, cluster, monitor int }
 	ports := make([]natsPorts, 3)
 	for i := range ports {
-		ports[i] = natsPorts{freePort(t), freePort(t), freePort(t)}
+		ports[i] = natsPorts{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
 		natsAddrs = append(natsAddrs, fmt.Sprintf("127.0.0.1:%d", ports[i].client))
 		natsURLs = append(natsURLs, "nats://"+natsAddrs[i])
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i].cluster))
@@ -122,7 +121,7 @@ func TestEmptyRedisCutsStormsAndClock(t *testing.T) {
 	startAll(t, ctx, natsProcs, 60*time.Second)
 	natsURL := strings.Join(natsURLs, ",")
 
-	redisPort := freePort(t)
+	redisPort := testenv.FreePort(t)
 	redisAddr := fmt.Sprintf("127.0.0.1:%d", redisPort)
 	redisDir := filepath.Join(h.dir, "redis")
 	if err := os.Mkdir(redisDir, 0o755); err != nil {
@@ -547,18 +546,10 @@ func TestEmptyRedisCutsStormsAndClock(t *testing.T) {
 // duplicate window is published; it returns how many it published.
 func publishLateCopies(t *testing.T, ctx context.Context, js jetstream.JetStream, rec *recorder, n int, used map[string]bool) int {
 	t.Helper()
-	s, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
 	done := 0
-	for seq := uint64(1); done < n && seq < 100000; seq++ {
-		raw, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			break // past the last message
+	for _, raw := range testenv.StreamMsgs(t, js, events.StreamName) {
+		if done == n {
+			break
 		}
 		if !strings.HasSuffix(raw.Subject, ".transaction.success") {
 			continue

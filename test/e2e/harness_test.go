@@ -81,10 +81,6 @@ func buildBinaries(t testing.TB, dir string) {
 	}
 }
 
-// freePort returns a loopback port nobody listens on, outside the kernel's
-// ephemeral range (see testenv.FreePort).
-func freePort(t testing.TB) int { return testenv.FreePort(t) }
-
 // add registers a process; start runs it.
 func (h *harness) add(name, bin string, args []string, env map[string]string, ready func(context.Context) error) *proc {
 	p := &proc{name: name, bin: bin, args: args, ready: ready, logf: filepath.Join(h.dir, name+".log")}
@@ -127,30 +123,20 @@ func (p *proc) start(ctx context.Context, timeout time.Duration) error {
 		logFile.Close()
 		close(done)
 	}()
-	if p.ready == nil {
-		return nil
-	}
-	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := p.ready(rctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("%s exited before it was ready; its log:\n%s", p.name, p.tail())
-		case <-rctx.Done():
-			return fmt.Errorf("%s not ready within %v (last check: %v); its log:\n%s", p.name, timeout, err, p.tail())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return p.poll(ctx, timeout, done, "ready", 50*time.Millisecond)
 }
 
 // waitReady polls p's readiness check until it passes, for a process
 // that was not restarted but must recover by itself (a client that
 // reconnects after its server came back). It fails after timeout.
 func (p *proc) waitReady(ctx context.Context, timeout time.Duration) error {
+	return p.poll(ctx, timeout, nil, "ready again", 100*time.Millisecond)
+}
+
+// poll runs p's readiness check every interval until it passes; it fails
+// after timeout, or when exited (nil: not watched) is closed first. what
+// names the state in the error.
+func (p *proc) poll(ctx context.Context, timeout time.Duration, exited <-chan struct{}, what string, interval time.Duration) error {
 	if p.ready == nil {
 		return nil
 	}
@@ -162,9 +148,11 @@ func (p *proc) waitReady(ctx context.Context, timeout time.Duration) error {
 			return nil
 		}
 		select {
+		case <-exited:
+			return fmt.Errorf("%s exited before it was %s; its log:\n%s", p.name, what, p.tail())
 		case <-rctx.Done():
-			return fmt.Errorf("%s not ready again within %v (last check: %v); its log:\n%s", p.name, timeout, err, p.tail())
-		case <-time.After(100 * time.Millisecond):
+			return fmt.Errorf("%s not %s within %v (last check: %v); its log:\n%s", p.name, what, timeout, err, p.tail())
+		case <-time.After(interval):
 		}
 	}
 }
@@ -286,8 +274,8 @@ func (s stack) env(admin string) map[string]string {
 func (s stack) startIngresses(t *testing.T, ctx context.Context, n int) (ingresses []*proc, backends []string) {
 	t.Helper()
 	for i := range n {
-		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		env := s.env(admin)
 		env["LISTEN_ADDR"] = listen
 		for k, v := range s.merchantEnv {
@@ -305,7 +293,7 @@ func (s stack) startIngresses(t *testing.T, ctx context.Context, n int) (ingress
 // forward handler posting to forwardURL/events/w<i+1>; set overrides or
 // adds settings. It is started by the caller.
 func (s stack) addWorker(t *testing.T, i int, forwardURL string, set map[string]string) *proc {
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	env := s.env(admin)
 	env["WORKER_CONSUMER"] = "e2e"
 	env["WORKER_HANDLERS"] = "tracker,forward"
