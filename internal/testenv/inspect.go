@@ -51,6 +51,18 @@ func SourceImports(t testing.TB, dir string) []Import {
 	return out
 }
 
+// WantStandardImportsOnly fails the test for every import of the non-test
+// Go files in dir that is not a standard package (a dot in the first path
+// element marks a module path), naming why the package must stay so.
+func WantStandardImportsOnly(t testing.TB, dir, why string) {
+	t.Helper()
+	for _, imp := range SourceImports(t, dir) {
+		if first, _, _ := strings.Cut(imp.Path, "/"); strings.Contains(first, ".") {
+			t.Errorf("%s imports %s, which is not in the standard library (%s)", imp.File, imp.Path, why)
+		}
+	}
+}
+
 // CounterSum sums the counter name over the series whose label has value.
 func CounterSum(t testing.TB, g prometheus.Gatherer, name, label, value string) float64 {
 	t.Helper()
