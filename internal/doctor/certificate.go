@@ -80,23 +80,22 @@ func CheckMerchantCertificate(c MerchantCertificate, now time.Time) Result {
 			return r
 		}
 	}
-	const day = "2006-01-02"
 	switch {
 	case now.Before(cert.NotBefore):
 		r.Message = fmt.Sprintf("%s %s is not valid before %s UTC", c.Setting, c.Path, cert.NotBefore.UTC().Format(time.DateTime))
 		r.Fix = "check this server's clock; if it is right, the certificate was issued for a later date: " + merchantCertFix
 		return r
 	case !now.Before(cert.NotAfter):
-		r.Message = fmt.Sprintf("%s %s expired on %s: WeChat Pay refuses requests signed with its key", c.Setting, c.Path, cert.NotAfter.UTC().Format(day))
+		r.Message = fmt.Sprintf("%s %s expired on %s: WeChat Pay refuses requests signed with its key", c.Setting, c.Path, cert.NotAfter.UTC().Format(time.DateOnly))
 		r.Fix = "renew the merchant API certificate (商户平台 → 账户中心 → API安全 → API证书 → 管理证书), then update " + c.KeySetting + ", " + c.Setting + " and " + c.SerialSetting + " together"
 		return r
 	case cert.NotAfter.Sub(now) < CertificateWarnBefore:
 		r.Status = Warn
-		r.Message = fmt.Sprintf("%s %s (serial %s) expires on %s, in %d days", c.Setting, c.Path, serial, cert.NotAfter.UTC().Format(day), int(cert.NotAfter.Sub(now).Hours()/24))
+		r.Message = fmt.Sprintf("%s %s (serial %s) expires on %s, in %d days", c.Setting, c.Path, serial, cert.NotAfter.UTC().Format(time.DateOnly), int(cert.NotAfter.Sub(now).Hours()/24))
 		r.Fix = "renew the merchant API certificate now (商户平台 → 账户中心 → API安全 → API证书 → 管理证书), then update " + c.KeySetting + ", " + c.Setting + " and " + c.SerialSetting + " together"
 		return r
 	}
 	r.Status = OK
-	r.Message = fmt.Sprintf("%s %s is the certificate of the private key, serial %s as %s says, valid until %s", c.Setting, c.Path, serial, c.SerialSetting, cert.NotAfter.UTC().Format(day))
+	r.Message = fmt.Sprintf("%s %s is the certificate of the private key, serial %s as %s says, valid until %s", c.Setting, c.Path, serial, c.SerialSetting, cert.NotAfter.UTC().Format(time.DateOnly))
 	return r
 }
